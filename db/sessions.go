@@ -1,0 +1,84 @@
+package db
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"time"
+)
+
+// SessionKind separates API sessions (JWTs) from browser cookie sessions.
+type SessionKind string
+
+const (
+	APISession     SessionKind = "api"
+	BrowserSession SessionKind = "browser"
+)
+
+// Session is a signed-in session that the server can revoke.
+type Session struct {
+	ID        string    `db:"id"`
+	UserID    int64     `db:"user_id"`
+	ExpiresAt time.Time `db:"expires_at"`
+}
+
+// CreateSession starts a session with a fresh random id that ends after ttl.
+func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionKind, ttl time.Duration) (Session, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return Session{}, err
+	}
+	var sess Session
+	err := s.db.GetContext(ctx, &sess, `
+		INSERT INTO sessions (id, user_id, kind, expires_at)
+		VALUES ($1, $2, $3, now() + $4 * interval '1 second')
+		RETURNING id, user_id, expires_at`,
+		base64.RawURLEncoding.EncodeToString(raw), userID, kind, int64(ttl.Seconds()))
+	return sess, err
+}
+
+// TouchSession returns the user of a live session and marks it as seen.
+// A session unseen for longer than idle (when idle > 0), past its expiry or
+// deleted has ended.
+func (s *Store) TouchSession(ctx context.Context, id string, kind SessionKind, idle time.Duration) (int64, error) {
+	var userID int64
+	var err error
+	if idle > 0 {
+		err = s.db.GetContext(ctx, &userID, `
+			UPDATE sessions SET last_seen_at = now()
+			WHERE id = $1 AND kind = $2 AND expires_at > now()
+			  AND last_seen_at > now() - $3 * interval '1 second'
+			RETURNING user_id`, id, kind, int64(idle.Seconds()))
+	} else {
+		err = s.db.GetContext(ctx, &userID,
+			`SELECT user_id FROM sessions WHERE id = $1 AND kind = $2 AND expires_at > now()`, id, kind)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrSessionEnded
+	}
+	return userID, err
+}
+
+// DeleteSession ends one session at once.
+func (s *Store) DeleteSession(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE id = $1`, id)
+	return err
+}
+
+// DeleteUserSessions ends every session of an account ("sign out everywhere").
+func (s *Store) DeleteUserSessions(ctx context.Context, userID int64) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = $1`, userID)
+	return err
+}
+
+// DeleteExpired removes ended sessions and stale sign-in counts.
+func (s *Store) DeleteExpired(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= now()`); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE window_start <= now() - $1 * interval '1 second'`,
+		int64(throttleWindow.Seconds()))
+	return err
+}

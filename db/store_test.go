@@ -1,0 +1,322 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"modelswitch/db"
+	"modelswitch/db/apikey"
+	"modelswitch/db/dbtest"
+)
+
+var store *db.Store
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m, &store)) }
+
+var ctx = context.Background()
+
+func newUser(t testing.TB) db.User {
+	t.Helper()
+	u, err := store.CreateUser(ctx, fmt.Sprintf("user%d@example.com", time.Now().UnixNano()), "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func wantKind(t *testing.T, err error, kind db.Kind) *db.Error {
+	t.Helper()
+	e, ok := db.AsError(err)
+	if !ok || e.Kind != kind {
+		t.Fatalf("error = %v, want kind %d", err, kind)
+	}
+	return e
+}
+
+func TestMigrateTwiceConcurrently(t *testing.T) {
+	url := dbtest.URL(t)
+	s, err := db.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() { errs <- s.Migrate(ctx) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCreateUser(t *testing.T) {
+	email := fmt.Sprintf("  Mixed.Case%d@Example.com ", time.Now().UnixNano())
+	u, err := store.CreateUser(ctx, email, "12345678")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.ID <= 0 || u.Email != email[2:len(email)-1] {
+		t.Fatalf("user = %+v", u)
+	}
+	_, err = store.CreateUser(ctx, "mixed.case"+email[12:], "another password")
+	if wantKind(t, err, db.KindConflict); err != db.ErrEmailTaken {
+		t.Fatalf("duplicate email regardless of case: %v", err)
+	}
+	for _, bad := range []struct{ email, password, field string }{
+		{"", "12345678", "email"},
+		{"not-an-email", "12345678", "email"},
+		{"Name <x@example.com>", "12345678", "email"},
+		{"ok@example.com", "1234567", "password"},
+		{"ok@example.com", string(make([]byte, 257)), "password"},
+	} {
+		_, err := store.CreateUser(ctx, bad.email, bad.password)
+		if e := wantKind(t, err, db.KindInvalid); e.Field != bad.field {
+			t.Errorf("%q/%q: field %q, want %q", bad.email, bad.password, e.Field, bad.field)
+		}
+	}
+}
+
+func TestCheckPasswordAndThrottle(t *testing.T) {
+	u := newUser(t)
+	got, err := store.CheckPassword(ctx, u.Email, "correct horse", "192.0.2.1")
+	if err != nil || got.ID != u.ID {
+		t.Fatalf("right password: %v %+v", err, got)
+	}
+	_, errWrong := store.CheckPassword(ctx, u.Email, "wrong horse", "192.0.2.1")
+	_, errUnknown := store.CheckPassword(ctx, "nobody@example.com", "wrong horse", "192.0.2.1")
+	if errWrong != db.ErrBadCredentials || errUnknown != db.ErrBadCredentials {
+		t.Fatalf("wrong password %v, unknown email %v: want the same error", errWrong, errUnknown)
+	}
+	// Four more failures reach the per-account limit of five in the window.
+	for i := 0; i < 4; i++ {
+		if _, err := store.CheckPassword(ctx, u.Email, "wrong horse", "192.0.2.2"); err != db.ErrBadCredentials {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	_, err = store.CheckPassword(ctx, u.Email, "correct horse", "192.0.2.3")
+	if e := wantKind(t, err, db.KindRateLimited); e.RetryAfter <= 0 || e.RetryAfter > 15*time.Minute {
+		t.Fatalf("retry after %v", e.RetryAfter)
+	}
+	// Another account from the same address is not locked out.
+	v := newUser(t)
+	if _, err := store.CheckPassword(ctx, v.Email, "correct horse", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestThrottlePerAddress(t *testing.T) {
+	var err error
+	for i := 0; i < 60; i++ {
+		if _, err = store.CheckPassword(ctx, fmt.Sprintf("guess%d@example.com", i), "password", "198.51.100.7"); err != db.ErrBadCredentials {
+			if i != 50 {
+				t.Fatalf("attempt %d refused; the limit is 50", i+1)
+			}
+			break
+		}
+	}
+	wantKind(t, err, db.KindRateLimited)
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	u, other := newUser(t), newUser(t)
+	a, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "  First  "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	b, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "Second", ExpiresAt: &exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Name != "First" || a.Prefix != apikey.Prefix(a.Secret) || !a.Active || a.ExpiresAt != nil {
+		t.Fatalf("created %+v", a.Key)
+	}
+	if b.ExpiresAt == nil || !b.ExpiresAt.Equal(exp.UTC().Truncate(time.Second)) {
+		t.Fatalf("expiry %v, want %v", b.ExpiresAt, exp)
+	}
+	if _, err := store.CreateKey(ctx, u.ID, apikey.Billing, db.KeyInput{Name: "Billing"}); err != nil {
+		t.Fatal(err)
+	}
+
+	keys, err := store.ListKeys(ctx, u.ID, apikey.Proxy)
+	if err != nil || len(keys) != 2 || keys[0].ID != b.ID || keys[1].ID != a.ID {
+		t.Fatalf("list = %+v, %v; want [second, first]", keys, err)
+	}
+	if keys, _ := store.ListKeys(ctx, other.ID, apikey.Proxy); len(keys) != 0 {
+		t.Fatalf("another account sees %d keys", len(keys))
+	}
+
+	// Another account, or the other kind, cannot touch the key.
+	name := "Stolen"
+	_, err = store.UpdateKey(ctx, other.ID, apikey.Proxy, a.ID, db.KeyUpdate{Name: &name})
+	if err != db.ErrKeyNotFound {
+		t.Fatalf("update by another account: %v", err)
+	}
+	if err := store.DeleteKey(ctx, other.ID, apikey.Proxy, a.ID); err != db.ErrKeyNotFound {
+		t.Fatalf("delete by another account: %v", err)
+	}
+	if err := store.DeleteKey(ctx, u.ID, apikey.Billing, a.ID); err != db.ErrKeyNotFound {
+		t.Fatalf("delete as the wrong kind: %v", err)
+	}
+
+	// Partial update: only the fields sent change.
+	off := false
+	k, err := store.UpdateKey(ctx, u.ID, apikey.Proxy, a.ID, db.KeyUpdate{Active: &off})
+	if err != nil || k.Active || k.Name != "First" {
+		t.Fatalf("deactivate: %+v %v", k, err)
+	}
+	name = "Renamed"
+	k, err = store.UpdateKey(ctx, u.ID, apikey.Proxy, a.ID, db.KeyUpdate{Name: &name})
+	if err != nil || k.Active || k.Name != "Renamed" {
+		t.Fatalf("rename: %+v %v", k, err)
+	}
+	_, err = store.UpdateKey(ctx, u.ID, apikey.Proxy, a.ID, db.KeyUpdate{})
+	wantKind(t, err, db.KindInvalid)
+
+	if err := store.DeleteKey(ctx, u.ID, apikey.Proxy, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.DeleteKey(ctx, u.ID, apikey.Proxy, a.ID); err != db.ErrKeyNotFound {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestKeyValidation(t *testing.T) {
+	u := newUser(t)
+	past := time.Now().Add(-time.Second)
+	cases := []struct {
+		in    db.KeyInput
+		field string
+	}{
+		{db.KeyInput{Name: ""}, "name"},
+		{db.KeyInput{Name: "   "}, "name"},
+		{db.KeyInput{Name: "tab\there"}, "name"},
+		{db.KeyInput{Name: "nul\x00"}, "name"},
+		{db.KeyInput{Name: "é" + fmt.Sprintf("%0100d", 0)}, "name"},
+		{db.KeyInput{Name: "ok", ExpiresAt: &past}, "expires_at"},
+	}
+	for _, c := range cases {
+		_, err := store.CreateKey(ctx, u.ID, apikey.Proxy, c.in)
+		if e := wantKind(t, err, db.KindInvalid); e.Field != c.field {
+			t.Errorf("%q: field %q, want %q", c.in.Name, e.Field, c.field)
+		}
+	}
+	if _, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "日本語" + fmt.Sprintf("%097d", 0)}); err != nil {
+		t.Fatalf("100 characters of multi-byte text: %v", err)
+	}
+	if keys, _ := store.ListKeys(ctx, u.ID, apikey.Proxy); len(keys) != 1 {
+		t.Fatalf("failed creates left %d keys", len(keys)-1)
+	}
+}
+
+func TestAuthenticateKey(t *testing.T) {
+	u := newUser(t)
+	k, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := apikey.Digest(k.Secret)
+	if id, err := store.AuthenticateKey(ctx, apikey.Proxy, digest); err != nil || id != u.ID {
+		t.Fatalf("active key: %d %v", id, err)
+	}
+	if _, err := store.AuthenticateKey(ctx, apikey.Billing, digest); err == nil {
+		t.Fatal("a proxy key authenticated as a billing key")
+	}
+	keys, _ := store.ListKeys(ctx, u.ID, apikey.Proxy)
+	if keys[0].LastUsedAt == nil {
+		t.Fatal("last use not recorded")
+	}
+	off := false
+	store.UpdateKey(ctx, u.ID, apikey.Proxy, k.ID, db.KeyUpdate{Active: &off})
+	_, err = store.AuthenticateKey(ctx, apikey.Proxy, digest)
+	wantKind(t, err, db.KindUnauthorized)
+}
+
+func TestConcurrentCreatesAndDeletes(t *testing.T) {
+	u := newUser(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Go(func() {
+			_, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: fmt.Sprint("key ", i)})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, err := store.ListKeys(ctx, u.ID, apikey.Proxy)
+	if err != nil || len(keys) != 200 {
+		t.Fatalf("%d keys after 200 concurrent creates (%v)", len(keys), err)
+	}
+
+	results := make(chan error, 2)
+	for range 2 {
+		wg.Go(func() { results <- store.DeleteKey(ctx, u.ID, apikey.Proxy, keys[0].ID) })
+	}
+	wg.Wait()
+	a, b := <-results, <-results
+	if (a == nil) == (b == nil) || !errors.Is(errors.Join(a, b), db.ErrKeyNotFound) {
+		t.Fatalf("two deletes: %v and %v; want one success and one not found", a, b)
+	}
+}
+
+func TestSessions(t *testing.T) {
+	u := newUser(t)
+	s, err := store.CreateSession(ctx, u.ID, db.APISession, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := store.TouchSession(ctx, s.ID, db.APISession, 0); err != nil || id != u.ID {
+		t.Fatalf("live session: %d %v", id, err)
+	}
+	if _, err := store.TouchSession(ctx, s.ID, db.BrowserSession, 0); err != db.ErrSessionEnded {
+		t.Fatalf("an API session used as a browser session: %v", err)
+	}
+	store.DeleteSession(ctx, s.ID)
+	if _, err := store.TouchSession(ctx, s.ID, db.APISession, 0); err != db.ErrSessionEnded {
+		t.Fatalf("deleted session: %v", err)
+	}
+	short, _ := store.CreateSession(ctx, u.ID, db.BrowserSession, -time.Second)
+	if _, err := store.TouchSession(ctx, short.ID, db.BrowserSession, time.Hour); err != db.ErrSessionEnded {
+		t.Fatalf("expired session: %v", err)
+	}
+	b1, _ := store.CreateSession(ctx, u.ID, db.BrowserSession, time.Hour)
+	b2, _ := store.CreateSession(ctx, u.ID, db.APISession, time.Hour)
+	store.DeleteUserSessions(ctx, u.ID)
+	for _, id := range []string{b1.ID, b2.ID} {
+		if _, err := store.TouchSession(ctx, id, db.BrowserSession, time.Hour); err != db.ErrSessionEnded {
+			t.Fatalf("after signing out everywhere: %v", err)
+		}
+	}
+}
+
+func BenchmarkAuthenticateKey(b *testing.B) {
+	u := newUser(b)
+	k, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := store.AuthenticateKey(ctx, apikey.Proxy, apikey.Digest(k.Secret)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// User is an account.
+type User struct {
+	ID        int64     `db:"id"`
+	Email     string    `db:"email"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+// CreateUser validates and registers a new account.
+func (s *Store) CreateUser(ctx context.Context, email, password string) (User, error) {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return User{}, err
+	}
+	if err := validatePassword(password); err != nil {
+		return User{}, err
+	}
+	hash, err := hashPassword(password)
+	if err != nil {
+		return User{}, err
+	}
+	var u User
+	err = s.db.GetContext(ctx, &u,
+		`INSERT INTO users (email, password_hash) VALUES ($1, $2)
+		 RETURNING id, email, created_at`, email, hash)
+	if isUniqueViolation(err, "users_email_lower_key") {
+		return User{}, ErrEmailTaken
+	}
+	return u, err
+}
+
+// UserByID returns one account.
+func (s *Store) UserByID(ctx context.Context, id int64) (User, error) {
+	var u User
+	err := s.db.GetContext(ctx, &u, `SELECT id, email, created_at FROM users WHERE id = $1`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrSessionEnded
+	}
+	return u, err
+}
+
+// CheckPassword returns the account an email and password belong to.
+// Attempts are throttled per account and per client address (see throttle.go);
+// an unknown email and a wrong password get the same error in the same time.
+func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP string) (User, error) {
+	email, _ = normalizeEmail(email) // an invalid email just fails to match
+	scopes := []string{"email:" + lowerASCII(email), "ip:" + clientIP}
+	if err := s.countAttempt(ctx, scopes); err != nil {
+		return User{}, err
+	}
+	var row struct {
+		User
+		PasswordHash string `db:"password_hash"`
+	}
+	err := s.db.GetContext(ctx, &row,
+		`SELECT id, email, created_at, password_hash FROM users WHERE lower(email) = lower($1)`, email)
+	if errors.Is(err, sql.ErrNoRows) {
+		checkPassword(dummyHash, password)
+		return User{}, ErrBadCredentials
+	}
+	if err != nil {
+		return User{}, err
+	}
+	if !checkPassword(row.PasswordHash, password) {
+		return User{}, ErrBadCredentials
+	}
+	if err := s.forgiveAttempt(ctx, scopes); err != nil {
+		return User{}, err
+	}
+	return row.User, nil
+}
+
+func isUniqueViolation(err error, constraint string) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "23505" && pqErr.Constraint == constraint
+}
+
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}

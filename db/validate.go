@@ -1,0 +1,70 @@
+package db
+
+import (
+	"net/mail"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	maxNameLen     = 100
+	minPasswordLen = 8
+	maxPasswordLen = 256
+	maxEmailLen    = 254
+)
+
+// normalizeEmail trims an email and checks it is one plain address.
+func normalizeEmail(email string) (string, error) {
+	email = strings.TrimSpace(email)
+	if email == "" {
+		return "", Invalid("email", "invalid_email", "Enter your email address.")
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email || len(email) > maxEmailLen {
+		return "", Invalid("email", "invalid_email", "Enter a valid email address, like name@example.com.")
+	}
+	return email, nil
+}
+
+func validatePassword(password string) error {
+	n := utf8.RuneCountInString(password)
+	if n < minPasswordLen || n > maxPasswordLen {
+		return Invalid("password", "invalid_password", "Use a password of 8 to 256 characters.")
+	}
+	return nil
+}
+
+// normalizeKeyName trims a key name and checks its length and characters.
+func normalizeKeyName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", Invalid("name", "invalid_name", "Give the key a name, like \"Production\".")
+	}
+	if utf8.RuneCountInString(name) > maxNameLen {
+		return "", Invalid("name", "invalid_name", "Use a name of at most 100 characters.")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return "", Invalid("name", "invalid_name", "Names cannot contain control characters or invalid UTF-8.")
+		}
+	}
+	return name, nil
+}
+
+// normalizeExpiry keeps an expiry to the second, in UTC, and checks it is
+// in the future.
+func normalizeExpiry(at *time.Time, now time.Time) (*time.Time, error) {
+	if at == nil {
+		return nil, nil
+	}
+	t := at.UTC().Truncate(time.Second)
+	if !t.After(now) {
+		return nil, Invalid("expires_at", "invalid_expires_at", "Choose an expiry in the future, or leave it out for a key that does not expire.")
+	}
+	if t.Year() > 9999 {
+		return nil, Invalid("expires_at", "invalid_expires_at", "Choose an expiry before the year 10000.")
+	}
+	return &t, nil
+}

@@ -1,0 +1,87 @@
+package handlers
+
+import (
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/db"
+	"modelswitch/web/token"
+)
+
+// TokenTTL is how long a session JWT lives.
+const TokenTTL = 24 * time.Hour
+
+// AuthAPI serves sign-up, log-in and log-out for scripts.
+type AuthAPI struct {
+	Store  *db.Store
+	Tokens *token.Signer
+}
+
+func readCredentials(c *fiber.Ctx) (email, password string, err error) {
+	o, err := decodeObject(c.Body())
+	if err != nil {
+		return "", "", err
+	}
+	if err := o.only("email", "password"); err != nil {
+		return "", "", err
+	}
+	e, err := o.string("email")
+	if err != nil {
+		return "", "", err
+	}
+	p, err := o.string("password")
+	if err != nil {
+		return "", "", err
+	}
+	if e == nil {
+		return "", "", db.Invalid("email", "invalid_email", "Enter your email address.")
+	}
+	if p == nil {
+		return "", "", db.Invalid("password", "invalid_password", "Enter your password.")
+	}
+	return *e, *p, nil
+}
+
+// Signup: POST /api/auth/signup {"email", "password"} → 201 {"id", "email"}.
+func (a *AuthAPI) Signup(c *fiber.Ctx) error {
+	email, password, err := readCredentials(c)
+	if err != nil {
+		return err
+	}
+	u, err := a.Store.CreateUser(c.Context(), email, password)
+	if err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"id": u.ID, "email": u.Email})
+}
+
+// Login: POST /api/auth/login {"email", "password"} → 200 {"token", "expiresAt"}.
+func (a *AuthAPI) Login(c *fiber.Ctx) error {
+	email, password, err := readCredentials(c)
+	if err != nil {
+		return err
+	}
+	u, err := a.Store.CheckPassword(c.Context(), email, password, c.IP())
+	if err != nil {
+		return err
+	}
+	sess, err := a.Store.CreateSession(c.Context(), u.ID, db.APISession, TokenTTL)
+	if err != nil {
+		return err
+	}
+	tok, err := a.Tokens.Issue(u.ID, sess.ID, time.Now(), sess.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(fiber.Map{"token": tok, "expiresAt": timestamp(sess.ExpiresAt)})
+}
+
+// Logout: POST /api/auth/logout revokes the session of the JWT it carries.
+func (a *AuthAPI) Logout(c *fiber.Ctx) error {
+	if err := a.Store.DeleteSession(c.Context(), SessionID(c)); err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"status": "logged_out"})
+}

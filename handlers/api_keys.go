@@ -1,0 +1,123 @@
+package handlers
+
+import (
+	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/db"
+	"modelswitch/db/apikey"
+)
+
+// KeysAPI serves one kind of key as JSON: /api/keys for proxy keys and
+// /api/billing-keys for billing keys.
+type KeysAPI struct {
+	Store *db.Store
+	Kind  apikey.Kind
+}
+
+// keyObject is a key as every JSON response shows it.
+type keyObject struct {
+	ID         int64   `json:"id"`
+	Name       string  `json:"name"`
+	Prefix     string  `json:"prefix"`
+	Active     bool    `json:"active"`
+	CreatedAt  string  `json:"createdAt"`
+	ExpiresAt  *string `json:"expiresAt"`
+	LastUsedAt *string `json:"lastUsedAt"`
+}
+
+func newKeyObject(k db.Key) keyObject {
+	return keyObject{
+		ID: k.ID, Name: k.Name, Prefix: k.Prefix, Active: k.Active,
+		CreatedAt:  timestamp(k.CreatedAt),
+		ExpiresAt:  optionalTimestamp(k.ExpiresAt),
+		LastUsedAt: optionalTimestamp(k.LastUsedAt),
+	}
+}
+
+// List: GET → 200 {"keys": [...]}, newest first.
+func (h *KeysAPI) List(c *fiber.Ctx) error {
+	keys, err := h.Store.ListKeys(c.Context(), Account(c), h.Kind)
+	if err != nil {
+		return err
+	}
+	out := make([]keyObject, len(keys))
+	for i, k := range keys {
+		out[i] = newKeyObject(k)
+	}
+	return c.JSON(fiber.Map{"keys": out})
+}
+
+// Create: POST {"name", "expires_at"?} → 201 with the key, shown this once.
+func (h *KeysAPI) Create(c *fiber.Ctx) error {
+	o, err := decodeObject(c.Body())
+	if err != nil {
+		return err
+	}
+	if err := o.only("name", "expires_at"); err != nil {
+		return err
+	}
+	name, err := o.string("name")
+	if err != nil {
+		return err
+	}
+	expires, err := o.time("expires_at")
+	if err != nil {
+		return err
+	}
+	in := db.KeyInput{ExpiresAt: expires}
+	if name != nil {
+		in.Name = *name
+	}
+	k, err := h.Store.CreateKey(c.Context(), Account(c), h.Kind, in)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Status(fiber.StatusCreated).JSON(struct {
+		ID        int64   `json:"id"`
+		Key       string  `json:"key"`
+		Prefix    string  `json:"prefix"`
+		Name      string  `json:"name"`
+		CreatedAt string  `json:"createdAt"`
+		ExpiresAt *string `json:"expiresAt"`
+	}{k.ID, k.Secret, k.Prefix, k.Name, timestamp(k.CreatedAt), optionalTimestamp(k.ExpiresAt)})
+}
+
+// Update: PUT /{id} {"name"?, "active"?} → 200 key object.
+func (h *KeysAPI) Update(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	o, err := decodeObject(c.Body())
+	if err != nil {
+		return err
+	}
+	if err := o.only("name", "active"); err != nil {
+		return err
+	}
+	var up db.KeyUpdate
+	if up.Name, err = o.string("name"); err != nil {
+		return err
+	}
+	if up.Active, err = o.bool("active"); err != nil {
+		return err
+	}
+	k, err := h.Store.UpdateKey(c.Context(), Account(c), h.Kind, id, up)
+	if err != nil {
+		return err
+	}
+	return c.JSON(newKeyObject(k))
+}
+
+// Delete: DELETE /{id} → 200 {"status": "deleted"}.
+func (h *KeysAPI) Delete(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	if err := h.Store.DeleteKey(c.Context(), Account(c), h.Kind, id); err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"status": "deleted"})
+}

@@ -1,0 +1,87 @@
+package web
+
+import (
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/db"
+	"modelswitch/db/apikey"
+	"modelswitch/handlers"
+	"modelswitch/web/token"
+)
+
+// bearer reads "Authorization: Bearer <token>"; the scheme is
+// case-insensitive (RFC 7235). Cookies are never read here.
+func bearer(c *fiber.Ctx) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(c.Get(fiber.HeaderAuthorization)), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+func unauthorized(code, message string) error {
+	return &db.Error{Kind: db.KindUnauthorized, Code: code, Message: message}
+}
+
+// wants says, in each 401, which credential an endpoint takes.
+var wants = map[apikey.Kind]string{
+	apikey.Billing: "This endpoint takes a billing key: Authorization: Bearer mk-…. Create one in Dashboard → Billing Keys or with POST /api/billing-keys.",
+	apikey.Proxy:   "This endpoint takes a proxy key: Authorization: Bearer ms-…. Create one in Dashboard → API Keys or with POST /api/keys.",
+}
+
+const wantsSession = "This endpoint takes a session token: Authorization: Bearer <token from POST /api/auth/login>."
+
+// requireKey admits requests that carry an active, unexpired key of kind.
+// A malformed key or a bad checksum is refused without a database query.
+func requireKey(store *db.Store, kind apikey.Kind) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		tok := bearer(c)
+		if tok == "" {
+			return unauthorized("missing_credentials", wants[kind])
+		}
+		got, err := apikey.Parse(tok)
+		if err != nil || got != kind {
+			return unauthorized("wrong_credentials", wants[kind])
+		}
+		userID, err := store.AuthenticateKey(c.Context(), kind, apikey.Digest(tok))
+		if err != nil {
+			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
+				return unauthorized(e.Code, e.Message+" "+wants[kind])
+			}
+			return err
+		}
+		handlers.SetAccount(c, userID, "")
+		return c.Next()
+	}
+}
+
+// requireSession admits requests that carry a live session JWT.
+func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		tok := bearer(c)
+		if tok == "" {
+			return unauthorized("missing_credentials", wantsSession)
+		}
+		if _, err := apikey.Parse(tok); err == nil {
+			return unauthorized("wrong_credentials", "Keys cannot manage billing keys. "+wantsSession)
+		}
+		userID, sid, err := tokens.Verify(tok)
+		if err != nil {
+			return unauthorized("invalid_token", "The session token is invalid or expired. "+wantsSession)
+		}
+		owner, err := store.TouchSession(c.Context(), sid, db.APISession, 0)
+		if err != nil {
+			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
+				return unauthorized("invalid_token", "This session has ended. "+wantsSession)
+			}
+			return err
+		}
+		if owner != userID {
+			return unauthorized("invalid_token", "The session token is invalid. "+wantsSession)
+		}
+		handlers.SetAccount(c, userID, sid)
+		return c.Next()
+	}
+}
