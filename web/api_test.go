@@ -1,0 +1,533 @@
+package web
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/golang-jwt/jwt/v5"
+
+	"modelswitch/db"
+	"modelswitch/db/dbtest"
+	"modelswitch/web/token"
+)
+
+var (
+	store   *db.Store
+	testCfg = Config{Secret: []byte("test-secret-test-secret-test-secret!"), Port: "0"}
+	app     *fiber.App
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(dbtest.Main(m, &store))
+}
+
+func testApp() *fiber.App {
+	if app == nil {
+		app = New(testCfg, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	return app
+}
+
+// response is what a test reads back.
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r response) errCode() string {
+	e, _ := r.body["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+func (r response) errField() string {
+	e, _ := r.body["error"].(map[string]any)
+	f, _ := e["field"].(string)
+	return f
+}
+
+// call sends one request through the app; body is sent as JSON when it is
+// not a string.
+func call(t testing.TB, method, path, auth string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = strings.NewReader(string(raw))
+	}
+	req := httptest.NewRequest(method, path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	res, err := testApp().Test(req, 30_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
+		}
+	}
+	return r
+}
+
+func expect(t testing.TB, r response, status int) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.raw)
+	}
+	return r
+}
+
+var userSeq int64 = time.Now().UnixNano()
+var seqMu sync.Mutex
+
+// signup creates an account and returns "Bearer <jwt>".
+func signup(t testing.TB) string {
+	t.Helper()
+	seqMu.Lock()
+	userSeq++
+	email := fmt.Sprintf("dev%d@example.com", userSeq)
+	seqMu.Unlock()
+	expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": email, "password": "hunter2hunter2"}), 201)
+	r := expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": email, "password": "hunter2hunter2"}), 200)
+	return "Bearer " + r.body["token"].(string)
+}
+
+// billingKey creates a billing key with a session and returns "Bearer mk-…".
+func billingKey(t testing.TB, jwt string) string {
+	t.Helper()
+	r := expect(t, call(t, "POST", "/api/billing-keys", jwt, map[string]string{"name": "Automation"}), 201)
+	return "Bearer " + r.body["key"].(string)
+}
+
+func proxyKey(t testing.TB, mk string) (id int, key string) {
+	t.Helper()
+	r := expect(t, call(t, "POST", "/api/keys", mk, map[string]string{"name": "Production"}), 201)
+	return int(r.body["id"].(float64)), "Bearer " + r.body["key"].(string)
+}
+
+// TestReferenceExamples replays the API reference, request for request.
+func TestReferenceExamples(t *testing.T) {
+	r := expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": " Ada@Example.com ", "password": "correct horse"}), 201)
+	if r.body["email"] != "Ada@Example.com" || r.body["id"].(float64) <= 0 {
+		t.Fatalf("signup body %s", r.raw)
+	}
+	r = expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": "ada@example.com", "password": "correct horse"}), 200)
+	exp, err := time.Parse(time.RFC3339, r.body["expiresAt"].(string))
+	if err != nil || exp.Sub(time.Now()) < 23*time.Hour || exp.Sub(time.Now()) > 25*time.Hour {
+		t.Fatalf("login expiresAt %v", r.body["expiresAt"])
+	}
+	jwt := "Bearer " + r.body["token"].(string)
+
+	// Create a billing key.
+	r = expect(t, call(t, "POST", "/api/billing-keys", jwt, `{"name": "Automation"}`), 201)
+	mk := r.body["key"].(string)
+	if !strings.HasPrefix(mk, "mk-") || len(mk) != 41 || r.body["prefix"] != mk[:7]+"xxxx" || r.body["name"] != "Automation" ||
+		r.body["expiresAt"] != nil || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create billing key: %s %v", r.raw, r.header)
+	}
+	if _, err := time.Parse(time.RFC3339, r.body["createdAt"].(string)); err != nil {
+		t.Fatalf("createdAt %v", r.body["createdAt"])
+	}
+	bkID := r.body["id"]
+
+	// List billing keys: the key itself is never shown again.
+	r = expect(t, call(t, "GET", "/api/billing-keys", jwt, nil), 200)
+	keys := r.body["keys"].([]any)
+	first := keys[0].(map[string]any)
+	if len(keys) != 1 || first["id"] != bkID || first["name"] != "Automation" || first["prefix"] != mk[:7]+"xxxx" ||
+		first["active"] != true || first["expiresAt"] != nil || strings.Contains(r.raw, mk) {
+		t.Fatalf("list billing keys: %s", r.raw)
+	}
+	for _, field := range []string{"createdAt", "expiresAt", "lastUsedAt"} {
+		if _, ok := first[field]; !ok {
+			t.Fatalf("key object lacks %s: %s", field, r.raw)
+		}
+	}
+
+	// Create a proxy key with the billing key.
+	expiry := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
+	r = expect(t, call(t, "POST", "/api/keys", "Bearer "+mk, fmt.Sprintf(`{"name": "Production", "expires_at": %q}`, expiry)), 201)
+	ms := r.body["key"].(string)
+	id := r.body["id"].(float64)
+	if !strings.HasPrefix(ms, "ms-") || len(ms) != 41 || r.body["expiresAt"] != expiry || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create key: %s", r.raw)
+	}
+
+	// List keys.
+	r = expect(t, call(t, "GET", "/api/keys", "Bearer "+mk, nil), 200)
+	keys = r.body["keys"].([]any)
+	if len(keys) != 1 || keys[0].(map[string]any)["prefix"] != ms[:7]+"xxxx" || keys[0].(map[string]any)["expiresAt"] != expiry {
+		t.Fatalf("list keys: %s", r.raw)
+	}
+	// The billing key's use was recorded.
+	r = expect(t, call(t, "GET", "/api/billing-keys", jwt, nil), 200)
+	if r.body["keys"].([]any)[0].(map[string]any)["lastUsedAt"] == nil {
+		t.Fatalf("billing key lastUsedAt not set: %s", r.raw)
+	}
+
+	// The proxy key works for inference until it is deactivated.
+	r = expect(t, call(t, "GET", "/v1/models", "Bearer "+ms, nil), 200)
+	if r.body["object"] != "list" || len(r.body["data"].([]any)) == 0 {
+		t.Fatalf("models: %s", r.raw)
+	}
+	m := r.body["data"].([]any)[0].(map[string]any)
+	if m["object"] != "model" || m["id"] == "" || m["owned_by"] == "" || m["created"] == nil {
+		t.Fatalf("model object: %v", m)
+	}
+
+	// Update a key.
+	r = expect(t, call(t, "PUT", fmt.Sprintf("/api/keys/%v", id), "Bearer "+mk, `{"name": "New Name", "active": false}`), 200)
+	if r.body["name"] != "New Name" || r.body["active"] != false || r.body["id"] != id {
+		t.Fatalf("update: %s", r.raw)
+	}
+	expect(t, call(t, "GET", "/v1/models", "Bearer "+ms, nil), 401)
+	r = expect(t, call(t, "PUT", fmt.Sprintf("/api/keys/%v", id), "Bearer "+mk, `{"active": true}`), 200)
+	if r.body["name"] != "New Name" || r.body["active"] != true {
+		t.Fatalf("partial update: %s", r.raw)
+	}
+	expect(t, call(t, "GET", "/v1/models", "Bearer "+ms, nil), 200)
+
+	// Delete a key: requests with it get 401 at once.
+	r = expect(t, call(t, "DELETE", fmt.Sprintf("/api/keys/%v", id), "Bearer "+mk, nil), 200)
+	if r.raw != `{"status":"deleted"}` {
+		t.Fatalf("delete: %s", r.raw)
+	}
+	r = expect(t, call(t, "GET", "/v1/models", "Bearer "+ms, nil), 401)
+	if r.header.Get("WWW-Authenticate") == "" || r.errCode() != "invalid_api_key" {
+		t.Fatalf("deleted key: %s %v", r.raw, r.header)
+	}
+	r = expect(t, call(t, "GET", "/api/keys", "Bearer "+mk, nil), 200)
+	if r.raw != `{"keys":[]}` {
+		t.Fatalf("list after delete: %s", r.raw)
+	}
+
+	// Delete the billing key.
+	r = expect(t, call(t, "DELETE", fmt.Sprintf("/api/billing-keys/%v", bkID), jwt, nil), 200)
+	if r.raw != `{"status":"deleted"}` {
+		t.Fatalf("delete billing key: %s", r.raw)
+	}
+	expect(t, call(t, "GET", "/api/keys", "Bearer "+mk, nil), 401)
+
+	// Log out: the token is revoked at once.
+	expect(t, call(t, "POST", "/api/auth/logout", jwt, nil), 200)
+	expect(t, call(t, "GET", "/api/billing-keys", jwt, nil), 401)
+}
+
+func TestAuthMatrix(t *testing.T) {
+	jwtTok := signup(t)
+	mk := billingKey(t, jwtTok)
+	_, ms := proxyKey(t, mk)
+	raw := func(s string) string { return strings.TrimPrefix(s, "Bearer ") }
+
+	signer := token.NewSigner(testCfg.derive("jwt"))
+	userID, sid, err := signer.Verify(raw(jwtTok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := signer.Issue(userID, sid, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid}).SignedString(testCfg.derive("jwt"))
+	otherKey, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("another-secret-another-secret-000"))
+	algNone, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(testCfg.derive("jwt"))
+	parts := strings.Split(raw(jwtTok), ".")
+	tampered := parts[0] + "." + strings.TrimRight(parts[1], "=") + "x." + parts[2]
+	badChecksum := raw(mk)[:40] + string("ab"[0]^raw(mk)[40]^'a'|0)
+	if badChecksum == raw(mk) {
+		badChecksum = raw(mk)[:40] + "b"
+	}
+
+	type cred struct{ name, header string }
+	bad := []cred{
+		{"none", ""},
+		{"empty bearer", "Bearer "},
+		{"basic scheme", "Basic " + raw(mk)},
+		{"garbage", "Bearer not-a-token"},
+		{"bad checksum", "Bearer " + badChecksum},
+		{"tampered jwt", "Bearer " + tampered},
+		{"alg none jwt", "Bearer " + algNone},
+		{"hs512 jwt", "Bearer " + hs512},
+		{"jwt signed with another key", "Bearer " + otherKey},
+		{"jwt without exp", "Bearer " + noExp},
+		{"expired jwt", "Bearer " + expired},
+	}
+	endpoints := []struct {
+		method, path string
+		good         string
+		wrong        []cred
+	}{
+		{"GET", "/api/billing-keys", jwtTok, []cred{{"billing key", mk}, {"proxy key", ms}}},
+		{"GET", "/api/keys", mk, []cred{{"session jwt", jwtTok}, {"proxy key", ms}}},
+		{"GET", "/v1/models", ms, []cred{{"session jwt", jwtTok}, {"billing key", mk}}},
+	}
+	for _, ep := range endpoints {
+		expect(t, call(t, ep.method, ep.path, ep.good, nil), 200)
+		expect(t, call(t, ep.method, ep.path, "bEaReR "+raw(ep.good), nil), 200) // RFC 7235: scheme is case-insensitive
+		for _, c := range append(bad, ep.wrong...) {
+			r := call(t, ep.method, ep.path, c.header, nil)
+			if r.status != 401 || !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") || r.errCode() == "" {
+				t.Errorf("%s %s with %s: %d %s %v", ep.method, ep.path, c.name, r.status, r.raw, r.header.Get("WWW-Authenticate"))
+			}
+			msg := r.body["error"].(map[string]any)["message"].(string)
+			if wantWord := map[string]string{"/api/billing-keys": "session token", "/api/keys": "billing key", "/v1/models": "proxy key"}[ep.path]; !strings.Contains(msg, wantWord) {
+				t.Errorf("%s with %s: message %q does not say it wants a %s", ep.path, c.name, msg, wantWord)
+			}
+		}
+	}
+
+	// A cookie is never a credential for the API.
+	req := httptest.NewRequest("GET", "/api/keys", nil)
+	req.Header.Set("Cookie", "session="+raw(mk))
+	res, _ := testApp().Test(req)
+	if res.StatusCode != 401 {
+		t.Fatalf("cookie credential: %d", res.StatusCode)
+	}
+}
+
+func TestExpiredKeyStopsWorking(t *testing.T) {
+	mk := billingKey(t, signup(t))
+	expiry := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
+	r := expect(t, call(t, "POST", "/api/keys", mk, map[string]string{"name": "short-lived", "expires_at": expiry}), 201)
+	ms := "Bearer " + r.body["key"].(string)
+	expect(t, call(t, "GET", "/v1/models", ms, nil), 200)
+	deadline, _ := time.Parse(time.RFC3339, expiry)
+	time.Sleep(time.Until(deadline) + 100*time.Millisecond)
+	expect(t, call(t, "GET", "/v1/models", ms, nil), 401)
+}
+
+func TestOtherAccountsIDs(t *testing.T) {
+	aliceJWT := signup(t)
+	aliceMK := billingKey(t, aliceJWT)
+	aliceKey, aliceMS := proxyKey(t, aliceMK)
+	bobJWT := signup(t)
+	bobMK := billingKey(t, bobJWT)
+	r := expect(t, call(t, "GET", "/api/billing-keys", aliceJWT, nil), 200)
+	aliceBK := r.body["keys"].([]any)[0].(map[string]any)["id"]
+
+	for _, c := range []struct{ method, path, auth string }{
+		{"PUT", fmt.Sprintf("/api/keys/%d", aliceKey), bobMK},
+		{"DELETE", fmt.Sprintf("/api/keys/%d", aliceKey), bobMK},
+		{"DELETE", fmt.Sprintf("/api/billing-keys/%v", aliceBK), bobJWT},
+		{"PUT", "/api/keys/999999999", bobMK},
+		{"DELETE", "/api/keys/999999999", bobMK},
+		{"DELETE", "/api/billing-keys/999999999", bobJWT},
+		// A billing key's id is not a proxy key's id, and the other way round.
+		{"DELETE", fmt.Sprintf("/api/keys/%v", aliceBK), aliceMK},
+		{"DELETE", fmt.Sprintf("/api/billing-keys/%d", aliceKey), aliceJWT},
+	} {
+		var body any
+		if c.method == "PUT" {
+			body = map[string]any{"active": false}
+		}
+		r := expect(t, call(t, c.method, c.path, c.auth, body), 404)
+		if r.errCode() != "key_not_found" {
+			t.Errorf("%s %s: %s", c.method, c.path, r.raw)
+		}
+	}
+	r = expect(t, call(t, "GET", "/api/keys", bobMK, nil), 200)
+	if len(r.body["keys"].([]any)) != 0 {
+		t.Fatalf("bob sees alice's keys: %s", r.raw)
+	}
+	// Alice's keys are untouched.
+	expect(t, call(t, "GET", "/v1/models", aliceMS, nil), 200)
+	expect(t, call(t, "GET", "/api/keys", aliceMK, nil), 200)
+}
+
+func TestBadInput(t *testing.T) {
+	jwt := signup(t)
+	mk := billingKey(t, jwt)
+	id, _ := proxyKey(t, mk)
+	keyPath := fmt.Sprintf("/api/keys/%d", id)
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	cases := []struct {
+		name, method, path, auth string
+		body                     any
+		status                   int
+		code, field              string
+	}{
+		{"malformed json", "POST", "/api/keys", mk, `{"name": `, 400, "invalid_json", ""},
+		{"array body", "POST", "/api/keys", mk, `[{"name": "x"}]`, 400, "invalid_json", ""},
+		{"two objects", "POST", "/api/keys", mk, `{"name": "x"} {"name": "y"}`, 400, "invalid_json", ""},
+		{"no body", "POST", "/api/keys", mk, nil, 400, "invalid_json", ""},
+		{"name missing", "POST", "/api/keys", mk, `{}`, 400, "invalid_name", "name"},
+		{"name number", "POST", "/api/keys", mk, `{"name": 5}`, 400, "invalid_type", "name"},
+		{"name empty", "POST", "/api/keys", mk, `{"name": "  "}`, 400, "invalid_name", "name"},
+		{"name control char", "POST", "/api/keys", mk, `{"name": "a\u0007b"}`, 400, "invalid_name", "name"},
+		{"name newline", "POST", "/api/keys", mk, `{"name": "a\nb"}`, 400, "invalid_name", "name"},
+		{"name 101 chars", "POST", "/api/keys", mk, map[string]string{"name": strings.Repeat("x", 101)}, 400, "invalid_name", "name"},
+		{"unknown field", "POST", "/api/keys", mk, `{"name": "x", "expiresAt": "2030-01-01T00:00:00Z"}`, 400, "unknown_field", "expiresAt"},
+		{"field case", "POST", "/api/keys", mk, `{"Name": "x"}`, 400, "unknown_field", "Name"},
+		{"expiry without zone", "POST", "/api/keys", mk, `{"name": "x", "expires_at": "2030-01-01T00:00:00"}`, 400, "invalid_expires_at", "expires_at"},
+		{"expiry date only", "POST", "/api/keys", mk, `{"name": "x", "expires_at": "2030-01-01"}`, 400, "invalid_expires_at", "expires_at"},
+		{"expiry number", "POST", "/api/keys", mk, `{"name": "x", "expires_at": 1893456000}`, 400, "invalid_type", "expires_at"},
+		{"expiry past", "POST", "/api/keys", mk, map[string]string{"name": "x", "expires_at": past}, 400, "invalid_expires_at", "expires_at"},
+		{"billing name missing", "POST", "/api/billing-keys", jwt, `{"expires_at": null}`, 400, "invalid_name", "name"},
+		{"update nothing", "PUT", keyPath, mk, `{}`, 400, "empty_update", ""},
+		{"update nulls", "PUT", keyPath, mk, `{"name": null}`, 400, "empty_update", ""},
+		{"update active string", "PUT", keyPath, mk, `{"active": "false"}`, 400, "invalid_type", "active"},
+		{"update name empty", "PUT", keyPath, mk, `{"name": ""}`, 400, "invalid_name", "name"},
+		{"update unknown field", "PUT", keyPath, mk, `{"expires_at": "2030-01-01T00:00:00Z"}`, 400, "unknown_field", "expires_at"},
+		{"id zero", "PUT", "/api/keys/0", mk, `{"active": true}`, 400, "invalid_id", "id"},
+		{"id negative", "DELETE", "/api/keys/-1", mk, nil, 400, "invalid_id", "id"},
+		{"id word", "DELETE", "/api/keys/abc", mk, nil, 400, "invalid_id", "id"},
+		{"id fraction", "DELETE", "/api/keys/1.5", mk, nil, 400, "invalid_id", "id"},
+		{"id overflow", "DELETE", "/api/keys/99999999999999999999", mk, nil, 400, "invalid_id", "id"},
+		{"billing id word", "DELETE", "/api/billing-keys/x", jwt, nil, 400, "invalid_id", "id"},
+		{"unknown route", "GET", "/api/nothing", mk, nil, 404, "not_found", ""},
+		{"unknown v1 route", "POST", "/v1/chat/completions", mk, nil, 404, "not_found", ""},
+		{"signup bad email", "POST", "/api/auth/signup", "", `{"email": "nope", "password": "12345678"}`, 400, "invalid_email", "email"},
+		{"signup short password", "POST", "/api/auth/signup", "", `{"email": "short@example.com", "password": "1234567"}`, 400, "invalid_password", "password"},
+		{"signup password number", "POST", "/api/auth/signup", "", `{"email": "num@example.com", "password": 12345678}`, 400, "invalid_type", "password"},
+		{"login missing password", "POST", "/api/auth/login", "", `{"email": "num@example.com"}`, 400, "invalid_password", "password"},
+	}
+	for _, c := range cases {
+		r := call(t, c.method, c.path, c.auth, c.body)
+		if r.status != c.status || r.errCode() != c.code || r.errField() != c.field {
+			t.Errorf("%s: %d %s; want %d %s field %q", c.name, r.status, r.raw, c.status, c.code, c.field)
+		}
+	}
+	r := expect(t, call(t, "GET", "/api/keys", mk, nil), 200)
+	if len(r.body["keys"].([]any)) != 1 || r.body["keys"].([]any)[0].(map[string]any)["name"] != "Production" {
+		t.Fatalf("bad input changed state: %s", r.raw)
+	}
+}
+
+func TestBodyLimitsAndMediaType(t *testing.T) {
+	mk := billingKey(t, signup(t))
+	// The body limit is enforced by the HTTP server itself, so this needs a
+	// real listener rather than app.Test.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go testApp().Listener(ln)
+	// Announce a body over the limit; the server answers before reading it.
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /api/keys HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"name\": \"", mk, MaxBody+1)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	conn.Close()
+	if res.StatusCode != 413 || !strings.Contains(string(raw), `"code":"body_too_large"`) {
+		t.Fatalf("over 1 MiB: %d %s", res.StatusCode, raw)
+	}
+	ln.Close()
+	req := httptest.NewRequest("POST", "/api/keys", strings.NewReader(`name=x`))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", mk)
+	res, _ = testApp().Test(req)
+	raw, _ = io.ReadAll(res.Body)
+	if res.StatusCode != 415 || !strings.Contains(string(raw), "unsupported_media_type") {
+		t.Fatalf("form body: %d %s", res.StatusCode, raw)
+	}
+	// A JSON content type with parameters is fine.
+	req = httptest.NewRequest("POST", "/api/keys", strings.NewReader(`{"name": "x"}`))
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("Authorization", mk)
+	if res, _ := testApp().Test(req); res.StatusCode != 201 {
+		t.Fatalf("json with charset: %d", res.StatusCode)
+	}
+}
+
+func TestSignupConflictAndLogin(t *testing.T) {
+	email := fmt.Sprintf("conflict%d@example.com", time.Now().UnixNano())
+	expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": email, "password": "12345678"}), 201)
+	r := expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": strings.ToUpper(email), "password": "12345678"}), 409)
+	if r.errCode() != "email_taken" {
+		t.Fatal(r.raw)
+	}
+	wrong := expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": email, "password": "wrong-password"}), 401)
+	unknown := expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": "x" + email, "password": "wrong-password"}), 401)
+	if wrong.raw != unknown.raw {
+		t.Fatalf("wrong password %s, unknown email %s", wrong.raw, unknown.raw)
+	}
+	for i := 0; i < 4; i++ { // five failures in all: the limit
+		expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": email, "password": "wrong-password"}), 401)
+	}
+	r = expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": email, "password": "12345678"}), 429)
+	if r.header.Get("Retry-After") == "" || r.errCode() != "too_many_attempts" {
+		t.Fatalf("throttled login: %s %v", r.raw, r.header)
+	}
+}
+
+func TestConcurrentCreatesAndDeletes(t *testing.T) {
+	mk := billingKey(t, signup(t))
+	var wg sync.WaitGroup
+	statuses := make(chan int, 200)
+	for i := range 200 {
+		wg.Go(func() {
+			statuses <- call(t, "POST", "/api/keys", mk, map[string]string{"name": fmt.Sprint("key ", i)}).status
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 201 {
+			t.Fatalf("create: %d", s)
+		}
+	}
+	r := expect(t, call(t, "GET", "/api/keys", mk, nil), 200)
+	keys := r.body["keys"].([]any)
+	if len(keys) != 200 {
+		t.Fatalf("%d keys after 200 creates", len(keys))
+	}
+	path := fmt.Sprintf("/api/keys/%v", keys[0].(map[string]any)["id"])
+	results := make(chan int, 2)
+	for range 2 {
+		wg.Go(func() { results <- call(t, "DELETE", path, mk, nil).status })
+	}
+	wg.Wait()
+	if a, b := <-results, <-results; a+b != 200+404 {
+		t.Fatalf("two deletes: %d and %d", a, b)
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	r := expect(t, call(t, "GET", "/healthz", "", nil), 200)
+	if r.raw != `{"status":"ok"}` {
+		t.Fatal(r.raw)
+	}
+}
+
+func TestPanicIsInternalError(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := fiber.New(fiber.Config{ErrorHandler: errorHandler(log, nil)})
+	a.Use(logRequests(log), recoverPanics)
+	a.Get("/api/boom", func(*fiber.Ctx) error { panic("secret detail") })
+	res, _ := a.Test(httptest.NewRequest("GET", "/api/boom", nil))
+	raw, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 500 || strings.Contains(string(raw), "secret detail") || !strings.Contains(string(raw), "internal_error") ||
+		!strings.Contains(string(raw), res.Header.Get("X-Request-ID")) {
+		t.Fatalf("%d %s", res.StatusCode, raw)
+	}
+}
