@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -53,8 +54,8 @@ func (s *Store) UserByID(ctx context.Context, id int64) (User, error) {
 // Attempts are throttled per account and per client address (see throttle.go);
 // an unknown email and a wrong password get the same error in the same time.
 func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP string) (User, error) {
-	email, _ = normalizeEmail(email) // an invalid email just fails to match
-	scopes := []string{"email:" + lowerASCII(email), "ip:" + clientIP}
+	email = strings.TrimSpace(email) // an invalid email just fails to match
+	scopes := []string{"email:" + strings.ToLower(email), "ip:" + clientIP}
 	if err := s.countAttempt(ctx, scopes); err != nil {
 		return User{}, err
 	}
@@ -83,14 +84,4 @@ func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP str
 func isUniqueViolation(err error, constraint string) bool {
 	var pqErr *pq.Error
 	return errors.As(err, &pqErr) && pqErr.Code == "23505" && pqErr.Constraint == constraint
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }

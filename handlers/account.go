@@ -10,6 +10,7 @@ type localKey int
 const (
 	accountKey localKey = iota
 	sessionKey
+	clientIPKey
 )
 
 // SetAccount records the authenticated account; the auth middleware calls it.
@@ -29,4 +30,13 @@ func Account(c *fiber.Ctx) int64 {
 func SessionID(c *fiber.Ctx) string {
 	id, _ := c.Locals(sessionKey).(string)
 	return id
+}
+
+// SetClientIP records the client's address as resolved behind trusted proxies.
+func SetClientIP(c *fiber.Ctx, ip string) { c.Locals(clientIPKey, ip) }
+
+// ClientIP is the client's address, for throttling sign-ins.
+func ClientIP(c *fiber.Ctx) string {
+	ip, _ := c.Locals(clientIPKey).(string)
+	return ip
 }

@@ -53,7 +53,10 @@ func (a *AuthAPI) Signup(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"id": u.ID, "email": u.Email})
+	return c.Status(fiber.StatusCreated).JSON(struct {
+		ID    int64  `json:"id"`
+		Email string `json:"email"`
+	}{u.ID, u.Email})
 }
 
 // Login: POST /api/auth/login {"email", "password"} → 200 {"token", "expiresAt"}.
@@ -62,7 +65,7 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	u, err := a.Store.CheckPassword(c.Context(), email, password, c.IP())
+	u, err := a.Store.CheckPassword(c.Context(), email, password, ClientIP(c))
 	if err != nil {
 		return err
 	}
@@ -75,7 +78,10 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 		return err
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	return c.JSON(fiber.Map{"token": tok, "expiresAt": timestamp(sess.ExpiresAt)})
+	return c.JSON(struct {
+		Token     string `json:"token"`
+		ExpiresAt string `json:"expiresAt"`
+	}{tok, timestamp(sess.ExpiresAt)})
 }
 
 // Logout: POST /api/auth/logout revokes the session of the JWT it carries.

@@ -521,8 +521,8 @@ func TestHealthz(t *testing.T) {
 
 func TestPanicIsInternalError(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := fiber.New(fiber.Config{ErrorHandler: errorHandler(log, nil)})
-	a.Use(logRequests(log), recoverPanics)
+	a := fiber.New(fiber.Config{ErrorHandler: errorHandler(log)})
+	a.Use(logRequests(log, nil), recoverPanics)
 	a.Get("/api/boom", func(*fiber.Ctx) error { panic("secret detail") })
 	res, _ := a.Test(httptest.NewRequest("GET", "/api/boom", nil))
 	raw, _ := io.ReadAll(res.Body)

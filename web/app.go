@@ -4,70 +4,112 @@
 package web
 
 import (
+	"bytes"
+	"encoding/json"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
 
+	"modelswitch/assets"
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/handlers"
+	"modelswitch/web/session"
 	"modelswitch/web/token"
 )
 
 // MaxBody is the largest request body accepted.
 const MaxBody = 1 << 20
 
-// New returns the whole application.
+// New returns the whole application: the JSON API under /api and /v1, and
+// the dashboard around it.
 func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	app := fiber.New(fiber.Config{
-		AppName:                 "ModelSwitch",
-		BodyLimit:               MaxBody,
-		ReadTimeout:             15 * time.Second,
-		WriteTimeout:            15 * time.Second,
-		IdleTimeout:             60 * time.Second,
-		DisableStartupMessage:   true,
-		ErrorHandler:            errorHandler(log, nil),
-		EnableTrustedProxyCheck: len(cfg.TrustedProxies) > 0,
-		TrustedProxies:          cfg.TrustedProxies,
-		ProxyHeader:             proxyHeader(cfg),
+		AppName:               "ModelSwitch",
+		BodyLimit:             MaxBody,
+		ReadTimeout:           15 * time.Second,
+		WriteTimeout:          15 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		DisableStartupMessage: true,
+		ErrorHandler:          errorHandler(log),
+		JSONEncoder:           encodeJSON,
 	})
-	app.Use(logRequests(log), recoverPanics)
+	app.Use(logRequests(log, cfg.TrustedProxies), recoverPanics)
 
 	tokens := token.NewSigner(cfg.derive("jwt"))
-	billingKey := requireKey(store, apikey.Billing)
-	proxyKey := requireKey(store, apikey.Proxy)
-	session := requireSession(store, tokens)
+	sessions := session.New(cfg.derive("cookie-hash"), cfg.derive("cookie-block"), cfg.Production, store)
+
+	app.Get("/healthz", handlers.Health(store))
+	app.Use("/assets", filesystem.New(filesystem.Config{
+		Root:   http.FS(assets.Static),
+		MaxAge: 365 * 24 * 3600, // URLs carry a content hash
+	}))
+
+	// The JSON API: bearer credentials only, never a cookie.
 	auth := &handlers.AuthAPI{Store: store, Tokens: tokens}
 	proxyKeys := &handlers.KeysAPI{Store: store, Kind: apikey.Proxy}
 	billingKeys := &handlers.KeysAPI{Store: store, Kind: apikey.Billing}
-
-	app.Get("/healthz", handlers.Health(store))
+	sessionJWT := requireSession(store, tokens)
+	billingKey := requireKey(store, apikey.Billing)
 
 	api := app.Group("/api", noStore, requireJSON)
 	api.Post("/auth/signup", auth.Signup)
 	api.Post("/auth/login", auth.Login)
-	api.Post("/auth/logout", session, auth.Logout)
-
-	api.Get("/billing-keys", session, billingKeys.List)
-	api.Post("/billing-keys", session, billingKeys.Create)
-	api.Delete("/billing-keys/:id", session, billingKeys.Delete)
-
+	api.Post("/auth/logout", sessionJWT, auth.Logout)
+	api.Get("/billing-keys", sessionJWT, billingKeys.List)
+	api.Post("/billing-keys", sessionJWT, billingKeys.Create)
+	api.Delete("/billing-keys/:id", sessionJWT, billingKeys.Delete)
 	api.Get("/keys", billingKey, proxyKeys.List)
 	api.Post("/keys", billingKey, proxyKeys.Create)
 	api.Put("/keys/:id", billingKey, proxyKeys.Update)
 	api.Delete("/keys/:id", billingKey, proxyKeys.Delete)
+	api.Use(notFound)
 
 	v1 := app.Group("/v1", requireJSON)
-	v1.Get("/models", proxyKey, handlers.Models)
+	v1.Get("/models", requireKey(store, apikey.Proxy), handlers.Models)
+	v1.Use(notFound)
 
-	app.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+	// The dashboard: cookie sessions and CSRF tokens.
+	authPages := &handlers.AuthPages{Store: store, Sessions: sessions}
+	proxyPages := &handlers.KeysPages{Store: store, Kind: apikey.Proxy}
+	billingPages := &handlers.KeysPages{Store: store, Kind: apikey.Billing}
+
+	pages := app.Group("/", pageHeaders, sessions.Load, session.CheckCSRF)
+	pages.Get("/", authPages.Home)
+	pages.Get("/signup", authPages.ShowSignUp)
+	pages.Post("/signup", authPages.SignUp)
+	pages.Get("/signin", authPages.ShowSignIn)
+	pages.Post("/signin", authPages.SignIn)
+	pages.Post("/signout", authPages.SignOut)
+	pages.Post("/signout-everywhere", requireUser, authPages.SignOutEverywhere)
+
+	dash := pages.Group("/dashboard", requireUser)
+	dash.Get("/", func(c *fiber.Ctx) error { return c.Redirect("/dashboard/keys", fiber.StatusSeeOther) })
+	for path, h := range map[string]*handlers.KeysPages{"/keys": proxyPages, "/billing-keys": billingPages} {
+		dash.Get(path, h.Show)
+		dash.Post(path, h.Create)
+		dash.Post(path+"/:id/delete", h.Delete)
+		if h.Kind == apikey.Proxy {
+			dash.Post(path+"/:id", h.Update)
+		}
+	}
+	app.Use(notFound)
 	return app
 }
 
-func proxyHeader(cfg Config) string {
-	if len(cfg.TrustedProxies) > 0 {
-		return fiber.HeaderXForwardedFor
+func notFound(*fiber.Ctx) error { return fiber.ErrNotFound }
+
+// encodeJSON is encoding/json without HTML escaping: API messages show "<"
+// as "<", not "\u003c".
+func encodeJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
 	}
-	return ""
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -8,6 +8,7 @@ import (
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/handlers"
+	"modelswitch/web/session"
 	"modelswitch/web/token"
 )
 
@@ -21,7 +22,9 @@ func bearer(c *fiber.Ctx) string {
 	return strings.TrimSpace(tok)
 }
 
-func unauthorized(code, message string) error {
+// unauthorized answers a request without the credential it needs.
+func unauthorized(c *fiber.Ctx, code, message string) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="ModelSwitch"`)
 	return &db.Error{Kind: db.KindUnauthorized, Code: code, Message: message}
 }
 
@@ -39,16 +42,16 @@ func requireKey(store *db.Store, kind apikey.Kind) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		tok := bearer(c)
 		if tok == "" {
-			return unauthorized("missing_credentials", wants[kind])
+			return unauthorized(c, "missing_credentials", wants[kind])
 		}
 		got, err := apikey.Parse(tok)
 		if err != nil || got != kind {
-			return unauthorized("wrong_credentials", wants[kind])
+			return unauthorized(c, "wrong_credentials", wants[kind])
 		}
 		userID, err := store.AuthenticateKey(c.Context(), kind, apikey.Digest(tok))
 		if err != nil {
 			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
-				return unauthorized(e.Code, e.Message+" "+wants[kind])
+				return unauthorized(c, e.Code, e.Message+" "+wants[kind])
 			}
 			return err
 		}
@@ -62,26 +65,41 @@ func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		tok := bearer(c)
 		if tok == "" {
-			return unauthorized("missing_credentials", wantsSession)
+			return unauthorized(c, "missing_credentials", wantsSession)
 		}
 		if _, err := apikey.Parse(tok); err == nil {
-			return unauthorized("wrong_credentials", "Keys cannot manage billing keys. "+wantsSession)
+			return unauthorized(c, "wrong_credentials", "Keys cannot manage billing keys. "+wantsSession)
 		}
 		userID, sid, err := tokens.Verify(tok)
 		if err != nil {
-			return unauthorized("invalid_token", "The session token is invalid or expired. "+wantsSession)
+			return unauthorized(c, "invalid_token", "The session token is invalid or expired. "+wantsSession)
 		}
 		owner, err := store.TouchSession(c.Context(), sid, db.APISession, 0)
 		if err != nil {
 			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
-				return unauthorized("invalid_token", "This session has ended. "+wantsSession)
+				return unauthorized(c, "invalid_token", "This session has ended. "+wantsSession)
 			}
 			return err
 		}
 		if owner != userID {
-			return unauthorized("invalid_token", "The session token is invalid. "+wantsSession)
+			return unauthorized(c, "invalid_token", "The session token is invalid. "+wantsSession)
 		}
 		handlers.SetAccount(c, userID, sid)
 		return c.Next()
 	}
+}
+
+// requireUser admits dashboard requests of a signed-in browser session and
+// sends everyone else to sign in.
+func requireUser(c *fiber.Ctx) error {
+	st := session.Current(c)
+	if st.UserID == 0 {
+		if c.Get("HX-Request") == "true" {
+			c.Set("HX-Redirect", "/signin")
+			return c.SendStatus(fiber.StatusUnauthorized)
+		}
+		return c.Redirect("/signin", fiber.StatusSeeOther)
+	}
+	handlers.SetAccount(c, st.UserID, "")
+	return c.Next()
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +19,8 @@ type Config struct {
 	DatabaseURL    string // empty: start the embedded development database
 	Secret         []byte
 	Production     bool
-	TrustedProxies []string // addresses whose X-Forwarded-For is believed
-	DataDir        string   // development state: embedded database, secret
+	TrustedProxies []netip.Prefix // proxies whose X-Forwarded-For is believed
+	DataDir        string         // development state: embedded database, secret
 }
 
 // LoadConfig reads the environment. getenv is os.Getenv outside tests.
@@ -40,9 +41,18 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("APP_ENV must be development or production, not %q", env)
 	}
 	for _, p := range strings.Split(getenv("TRUSTED_PROXIES"), ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+		if p = strings.TrimSpace(p); p == "" {
+			continue
 		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return Config{}, fmt.Errorf("TRUSTED_PROXIES: %q is neither an address nor a CIDR range", p)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix.Masked())
 	}
 	secret := getenv("SECRET_KEY")
 	switch {

@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"modelswitch/db"
+	"modelswitch/handlers"
 )
 
 // statusOf is the one table from domain error kinds to HTTP statuses.
@@ -24,7 +25,6 @@ var statusOf = map[db.Kind]int{
 // fiberCodes names the errors Fiber itself raises (routing, body limits).
 var fiberCodes = map[int]struct{ code, message string }{
 	fiber.StatusNotFound:              {"not_found", "No such endpoint. See the API reference for the routes."},
-	fiber.StatusMethodNotAllowed:      {"method_not_allowed", "This endpoint does not take this method."},
 	fiber.StatusRequestEntityTooLarge: {"body_too_large", "The request body is over 1 MiB."},
 	fiber.StatusUnsupportedMediaType:  {"unsupported_media_type", "Send the body as JSON with Content-Type: application/json."},
 	fiber.StatusBadRequest:            {"bad_request", "The request is malformed."},
@@ -46,15 +46,15 @@ func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, apiError) {
 		if e.Kind == db.KindRateLimited {
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 		}
-		if e.Kind == db.KindUnauthorized {
-			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="ModelSwitch"`)
-		}
 		return statusOf[e.Kind], apiError{e.Code, e.Message, e.Field}
 	}
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
 		if known, ok := fiberCodes[fe.Code]; ok {
 			return fe.Code, apiError{Code: known.code, Message: known.message}
+		}
+		if fe.Code < 500 {
+			return fe.Code, apiError{Code: "request_refused", Message: fe.Message}
 		}
 	}
 	log.Error("internal error", "request_id", requestID(c), "method", c.Method(), "path", c.Path(), "error", err)
@@ -68,13 +68,13 @@ func isAPI(c *fiber.Ctx) bool {
 }
 
 // errorHandler replaces Fiber's default, which would send err.Error() to the
-// client.
-func errorHandler(log *slog.Logger, page func(c *fiber.Ctx, status int, e apiError) error) fiber.ErrorHandler {
+// client: the API gets the JSON error shape, the dashboard an error page.
+func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		status, body := classify(c, log, err)
-		if isAPI(c) || page == nil {
+		if isAPI(c) {
 			return c.Status(status).JSON(fiber.Map{"error": body})
 		}
-		return page(c, status, body)
+		return handlers.ErrorPage(c, status, body.Message)
 	}
 }

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/handlers"
 )
 
 type ctxKey int
@@ -20,10 +24,10 @@ func requestID(c *fiber.Ctx) string {
 	return id
 }
 
-// logRequests gives each request an id (echoed in X-Request-ID) and logs one
-// line when it ends. It logs the path without the query and no headers, so
-// no credential reaches a log.
-func logRequests(log *slog.Logger) fiber.Handler {
+// logRequests gives each request an id (echoed in X-Request-ID), resolves
+// the client's address, and logs one line when the request ends. It logs the
+// path without the query and no headers, so no credential reaches a log.
+func logRequests(log *slog.Logger, trusted []netip.Prefix) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
 		raw := make([]byte, 8)
@@ -31,6 +35,8 @@ func logRequests(log *slog.Logger) fiber.Handler {
 		id := hex.EncodeToString(raw)
 		c.Locals(requestIDKey, id)
 		c.Set(fiber.HeaderXRequestID, id)
+		ip := clientIP(c, trusted)
+		handlers.SetClientIP(c, ip)
 		err := c.Next()
 		if err != nil {
 			// Answer now, so that the status logged is the one sent.
@@ -39,7 +45,7 @@ func logRequests(log *slog.Logger) fiber.Handler {
 			}
 		}
 		log.Info("request", "request_id", id, "method", c.Method(), "path", c.Path(),
-			"status", c.Response().StatusCode(), "duration_ms", float64(time.Since(start).Microseconds())/1000, "ip", c.IP())
+			"status", c.Response().StatusCode(), "duration_ms", float64(time.Since(start).Microseconds())/1000, "ip", ip)
 		return nil
 	}
 }
@@ -70,5 +76,48 @@ func requireJSON(c *fiber.Ctx) error {
 // noStore keeps responses out of every cache.
 func noStore(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Next()
+}
+
+// clientIP is the peer's address or, when the peer is a trusted proxy, the
+// right-most address in X-Forwarded-For that is not a trusted proxy: the
+// left part of that header is whatever the client chose to send.
+func clientIP(c *fiber.Ctx, trusted []netip.Prefix) string {
+	addr, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	addr = addr.Unmap()
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	if !isTrusted(addr) {
+		return addr.String()
+	}
+	hops := strings.Split(c.Get(fiber.HeaderXForwardedFor), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		addr = hop.Unmap()
+		if !isTrusted(addr) {
+			break
+		}
+	}
+	return addr.String()
+}
+
+// pageHeaders keeps dashboard pages out of caches and frames, and lets them
+// run only this site's own scripts and styles.
+func pageHeaders(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentSecurityPolicy, "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	c.Set(fiber.HeaderReferrerPolicy, "same-origin")
+	c.Set(fiber.HeaderXFrameOptions, "DENY")
 	return c.Next()
 }

@@ -1,0 +1,57 @@
+package handlers
+
+import (
+	"github.com/a-h/templ"
+	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/db"
+	"modelswitch/views"
+	"modelswitch/web/session"
+)
+
+// render writes a templ component as the HTML answer.
+func render(c *fiber.Ctx, status int, component templ.Component) error {
+	c.Status(status).Type("html", "utf-8")
+	return component.Render(c.UserContext(), c.Response().BodyWriter())
+}
+
+// isHTMX reports whether htmx sent the request, so that it wants a fragment.
+func isHTMX(c *fiber.Ctx) bool { return c.Get("HX-Request") == "true" }
+
+// redirect sends the browser to path: htmx follows HX-Redirect, a plain
+// form post follows 303 See Other.
+func redirect(c *fiber.Ctx, path string) error {
+	if isHTMX(c) {
+		c.Set("HX-Redirect", path)
+		return c.SendStatus(fiber.StatusNoContent)
+	}
+	return c.Redirect(path, fiber.StatusSeeOther)
+}
+
+func newPage(c *fiber.Ctx, title, nav string) views.Page {
+	st := session.Current(c)
+	return views.Page{Title: title, CSRF: st.CSRF, Email: st.Email, Nav: nav}
+}
+
+// formErrors turns an invalid-input error into the errors of a form, and
+// leaves other errors to the error handler.
+func formErrors(err error, values map[string]string) (views.Form, bool) {
+	e, ok := db.AsError(err)
+	if !ok || (e.Kind != db.KindInvalid && e.Kind != db.KindConflict && e.Kind != db.KindUnauthorized) {
+		return views.Form{}, false
+	}
+	return views.Form{Values: values, Errors: map[string]string{e.Field: e.Message}}, true
+}
+
+// ErrorPage renders an error as a page for the dashboard.
+func ErrorPage(c *fiber.Ctx, status int, message string) error {
+	return render(c, status, views.ErrorView(views.ErrorPage{
+		Page: newPage(c, statusTitle(status), ""), Status: status, Message: message}))
+}
+
+func statusTitle(status int) string {
+	if status == fiber.StatusNotFound {
+		return "Not found"
+	}
+	return "Error"
+}

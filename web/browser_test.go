@@ -1,0 +1,982 @@
+package web
+
+// The dashboard driven in headless Chromium: the flows a person follows, with
+// JavaScript (htmx) and without it. Elements are found by their data-testid
+// attributes, the UI contract that views/ keeps. Each page or state is saved
+// as a PNG under artifacts/screenshots/ at the repository root.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+const (
+	browserTestTimeout = 60 * time.Second // the whole of one test, browser included
+	stepTimeout        = 15 * time.Second // one wait or action
+	screenshotDir      = "../artifacts/screenshots"
+	browserPassword    = "correct horse battery"
+)
+
+var (
+	billingKeyRE = regexp.MustCompile(`^mk-[0-9A-Za-z]{38}$`)
+	proxyKeyRE   = regexp.MustCompile(`^ms-[0-9A-Za-z]{38}$`)
+)
+
+// tid selects an element by its data-testid.
+func tid(id string) string { return "[data-testid=" + id + "]" }
+
+// keyRow selects the table row of the key with this id.
+func keyRow(id any) string { return fmt.Sprintf(`tr[data-testid=key-row][data-key-id="%v"]`, id) }
+
+// in selects sel inside scope.
+func in(scope, sel string) string { return scope + " " + sel }
+
+var (
+	createForm   = tid("create-key-form")
+	createName   = in(createForm, "input[name=name]")
+	createExpiry = in(createForm, "input[name=expires_at]")
+	modal        = tid("reveal-modal")
+	revealPanel  = tid("reveal-panel")
+)
+
+// tab is one browser tab on a fresh copy of the app.
+type tab struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	http *http.Client
+
+	mu         sync.Mutex
+	exceptions []string
+}
+
+// openDashboard serves the app on a loopback port, starts Chromium with an
+// empty profile and opens a tab; js false turns scripts off in that tab.
+func openDashboard(t *testing.T, js bool) *tab {
+	t.Helper()
+	start := time.Now()
+	t.Cleanup(func() { t.Logf("browser test took %s", time.Since(start).Round(time.Millisecond)) })
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(testCfg, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go srv.Listener(ln)
+	t.Cleanup(func() { srv.ShutdownWithTimeout(5 * time.Second) })
+	base := "http://" + ln.Addr().String()
+
+	profile := t.TempDir() // registered first, so removed after the browser has exited
+	ctx, cancel := context.WithTimeout(context.Background(), browserTestTimeout)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox, // the tests run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter"),
+		chromedp.Flag("metrics-recording-only", true),
+		chromedp.Flag("password-store", "basic"),
+		chromedp.Flag("use-mock-keychain", true),
+		chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(profile),
+	)
+	tabCtx, cancelTab := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancelTab()
+		cancelAlloc() // waits for Chromium to exit
+		cancel()
+	})
+
+	b := &tab{t: t, ctx: tabCtx, base: base, http: &http.Client{
+		Timeout:       stepTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+	if err := chromedp.Do(tabCtx); err != nil { // starts the browser and the tab
+		t.Fatalf("start Chromium: %v", err)
+	}
+	if err := chromedp.Listen(tabCtx, func(ev any) {
+		if e, ok := ev.(*cdpruntime.EventExceptionThrown); ok {
+			msg := e.ExceptionDetails.Text
+			if e.ExceptionDetails.Exception != nil && e.ExceptionDetails.Exception.Description != "" {
+				msg += " " + e.ExceptionDetails.Exception.Description
+			}
+			b.mu.Lock()
+			b.exceptions = append(b.exceptions, fmt.Sprintf("%s (%s:%d)", msg, e.ExceptionDetails.URL, e.ExceptionDetails.LineNumber+1))
+			b.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, e := range b.exceptions {
+			t.Errorf("uncaught JavaScript exception: %s", e)
+		}
+	})
+	if !js {
+		if _, err := chromedp.Call(tabCtx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The copy button writes to the clipboard, and the test reads it back.
+	for _, perm := range []string{"clipboard-read", "clipboard-write"} {
+		if _, err := chromedp.CallBrowser(tabCtx, browser.SetPermission, browser.SetPermissionParams{
+			Permission: &browser.PermissionDescriptor{Name: perm, AllowWithoutSanitization: true},
+			Setting:    browser.PermissionSettingGranted,
+			Origin:     base,
+		}); err != nil {
+			t.Fatalf("grant %s: %v", perm, err)
+		}
+	}
+	if _, err := chromedp.Call(tabCtx, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// chromiumPath is $CHROMIUM, else chromium on the PATH. Nothing is downloaded.
+func chromiumPath(t *testing.T) string {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no Chromium found (set CHROMIUM or put chromium on the PATH): install Debian's chromium (make test does)")
+	return ""
+}
+
+// fatalf stops the test, with a screenshot and the page's URL and text.
+func (b *tab) fatalf(format string, args ...any) {
+	b.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	if loc, err := chromedp.Run(ctx, chromedp.Location()); err == nil {
+		msg += "\npage: " + loc
+	}
+	if text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`)); err == nil {
+		if len(text) > 1500 {
+			text = text[:1500] + "…"
+		}
+		msg += "\npage text:\n" + text
+	}
+	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+		name := "FAIL-" + strings.ReplaceAll(b.t.Name(), "/", "-")
+		if path, err := saveScreenshot(name, png); err == nil {
+			msg += "\nscreenshot: " + path
+		}
+	}
+	b.t.Fatal(msg)
+}
+
+// do runs actions that return nothing, within one step's time.
+func (b *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.fatalf("%s: %v", what, err)
+	}
+}
+
+// run runs an action that returns a value, within one step's time.
+func run[T any](b *tab, what string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		b.fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// eval evaluates a JavaScript expression in the page (as DevTools does, so
+// it works with the page's scripts off too); promises are awaited.
+func eval[T any](b *tab, expr string) T {
+	b.t.Helper()
+	return run(b, "evaluate "+expr, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+// waitFor polls a JavaScript predicate until it is true; on timeout it
+// reports describe's value, evaluated then.
+func (b *tab) waitFor(what, predicate, describe string) {
+	b.t.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool]("!!("+predicate+")"))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			got := ""
+			if describe != "" {
+				got, _ = chromedp.Run(b.ctx, chromedp.Evaluate[string]("String("+describe+")"))
+			}
+			b.fatalf("timed out waiting until %s (last seen: %q, error: %v)", what, got, err)
+		}
+		time.Sleep(25 * time.Millisecond) // a tiny poll, bounded by the deadline above
+	}
+}
+
+// js quotes s as a JavaScript string.
+func js(s string) string {
+	raw, _ := json.Marshal(s)
+	return string(raw)
+}
+
+func (b *tab) nav(path string) *network.Response {
+	b.t.Helper()
+	return run(b, "navigate to "+path, chromedp.NavigateResponse(b.base+path))
+}
+
+// submit clicks sel, which must cause a page load, and returns the response.
+func (b *tab) submit(sel string) *network.Response {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	res, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel)))
+	if err != nil {
+		b.fatalf("click %s and wait for a page load: %v", sel, err)
+	}
+	return res
+}
+
+func (b *tab) click(sel string) {
+	b.t.Helper()
+	b.do("click "+sel, chromedp.Click(chromedp.CSS(sel)))
+}
+
+func (b *tab) press(key string) {
+	b.t.Helper()
+	b.do("press a key", chromedp.KeyEvent(key))
+}
+
+// fill replaces the value of an input by typing into it.
+func (b *tab) fill(sel, value string) {
+	b.t.Helper()
+	b.do("fill "+sel, chromedp.SetValue(chromedp.CSS(sel), ""), chromedp.SendKeys(chromedp.CSS(sel), value))
+}
+
+func (b *tab) waitVisible(sel string) {
+	b.t.Helper()
+	b.do("wait until visible: "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
+}
+
+// waitGone waits until no element matches sel.
+func (b *tab) waitGone(sel string) {
+	b.t.Helper()
+	b.waitFor("no element matches "+sel, "!document.querySelector("+js(sel)+")", "document.querySelector("+js(sel)+").outerHTML.slice(0, 300)")
+}
+
+// waitHidden waits until sel matches nothing or nothing visible.
+func (b *tab) waitHidden(sel string) {
+	b.t.Helper()
+	b.waitFor(sel+" is hidden",
+		"[...document.querySelectorAll("+js(sel)+")].every(e => !e.checkVisibility())",
+		"document.querySelector("+js(sel)+").outerHTML.slice(0, 300)")
+}
+
+// waitText waits until the trimmed text of sel is want.
+func (b *tab) waitText(sel, want string) {
+	b.t.Helper()
+	expr := "document.querySelector(" + js(sel) + ")?.textContent.trim()"
+	b.waitFor(fmt.Sprintf("the text of %s is %q", sel, want), expr+" === "+js(want), expr)
+}
+
+func (b *tab) exists(sel string) bool {
+	b.t.Helper()
+	return eval[bool](b, "!!document.querySelector("+js(sel)+")")
+}
+
+func (b *tab) text(sel string) string {
+	b.t.Helper()
+	b.waitVisible(sel)
+	return strings.TrimSpace(run(b, "text of "+sel, chromedp.TextContent(chromedp.CSS(sel))))
+}
+
+func (b *tab) value(sel string) string {
+	b.t.Helper()
+	return run(b, "value of "+sel, chromedp.Value(chromedp.CSS(sel)))
+}
+
+func (b *tab) path() string {
+	b.t.Helper()
+	loc := run(b, "location", chromedp.Location())
+	u, err := url.Parse(loc)
+	if err != nil {
+		b.fatalf("location %q: %v", loc, err)
+	}
+	return u.Path
+}
+
+func (b *tab) wantPath(want string) {
+	b.t.Helper()
+	if got := b.path(); got != want {
+		b.fatalf("on %s, want %s", got, want)
+	}
+}
+
+func (b *tab) shot(name string) {
+	b.t.Helper()
+	png := run(b, "screenshot "+name, chromedp.FullScreenshot(100))
+	if _, err := saveScreenshot(name, png); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func saveScreenshot(name string, png []byte) (string, error) {
+	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(screenshotDir, name+".png")
+	return path, os.WriteFile(path, png, 0o644)
+}
+
+// mark tags the current document, so that the test can tell later that no
+// page load happened in between.
+func (b *tab) mark() {
+	b.t.Helper()
+	eval[chromedp.Void](b, "window.__browserTestMark = true")
+}
+
+func (b *tab) wantMarked(what string) {
+	b.t.Helper()
+	if !eval[bool](b, "window.__browserTestMark === true") {
+		b.fatalf("%s reloaded the page; with JavaScript it should swap in place", what)
+	}
+}
+
+// wantNoSecret checks that a key is nowhere the page keeps things: the DOM,
+// input values, cookies, web storage, history state, URLs.
+func (b *tab) wantNoSecret(key string) {
+	b.t.Helper()
+	hits := eval[[]string](b, `(() => {
+		const k = `+js(key)+`, hits = [];
+		if (document.documentElement.outerHTML.includes(k)) hits.push("document.documentElement.outerHTML");
+		for (const e of document.querySelectorAll("input, textarea")) if (e.value.includes(k)) hits.push("the value of an input");
+		if (document.cookie.includes(k)) hits.push("document.cookie");
+		for (const [name, s] of [["localStorage", localStorage], ["sessionStorage", sessionStorage]])
+			for (let i = 0; i < s.length; i++) if ((s.key(i) + s.getItem(s.key(i))).includes(k)) hits.push(name);
+		if (JSON.stringify(history.state ?? null).includes(k)) hits.push("history.state");
+		if (location.href.includes(k)) hits.push("the URL");
+		for (const e of performance.getEntries()) if (e.name.includes(k)) hits.push("a requested URL: " + e.name);
+		return hits;
+	})()`)
+	cookies := run(b, "get cookies", func(ctx context.Context, t *chromedp.Target) ([]*network.Cookie, error) {
+		res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base}})
+		return res.Cookies, err
+	})
+	for _, c := range cookies {
+		if strings.Contains(c.Name+c.Value, key) {
+			hits = append(hits, "cookie "+c.Name)
+		}
+	}
+	if len(hits) > 0 {
+		b.fatalf("the key %s… is still in %s", key[:7], strings.Join(hits, ", "))
+	}
+}
+
+// noHorizontalOverflow checks that the page fits the viewport's width, and
+// names the elements that stick out when it does not.
+func (b *tab) noHorizontalOverflow(what string) {
+	b.t.Helper()
+	var r struct {
+		ScrollWidth, InnerWidth, ClientWidth int
+		Wide                                 []string
+	}
+	raw := eval[[]byte](b, `(() => {
+		const d = document.documentElement, limit = Math.min(innerWidth, d.clientWidth);
+		const wide = [];
+		for (const e of document.body.querySelectorAll("*")) {
+			const box = e.getBoundingClientRect();
+			if (box.right > limit + 0.5 && e.checkVisibility() && wide.length < 8)
+				wide.push(e.tagName.toLowerCase() + (e.dataset.testid ? "[data-testid=" + e.dataset.testid + "]" : "") +
+					(e.className && typeof e.className === "string" ? "." + e.className.trim().split(/\s+/).join(".") : "") +
+					" right=" + Math.round(box.right));
+		}
+		return {scrollWidth: d.scrollWidth, innerWidth: innerWidth, clientWidth: d.clientWidth, wide};
+	})()`)
+	if err := json.Unmarshal(raw, &r); err != nil {
+		b.fatalf("overflow check: %v", err)
+	}
+	if r.ScrollWidth > r.InnerWidth || r.ScrollWidth > r.ClientWidth {
+		b.fatalf("%s overflows horizontally: scrollWidth %d, innerWidth %d, clientWidth %d; elements past the edge: %s",
+			what, r.ScrollWidth, r.InnerWidth, r.ClientWidth, strings.Join(r.Wide, "; "))
+	}
+}
+
+// api calls the JSON API over the network, as a script would.
+func (b *tab) api(method, path, auth string, body any) response {
+	b.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = strings.NewReader(string(raw))
+	}
+	req, err := http.NewRequestWithContext(b.ctx, method, b.base+path, rd)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", auth)
+	res, err := b.http.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			b.t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
+		}
+	}
+	return r
+}
+
+// apiKeys lists the proxy keys with a billing key, by id.
+func (b *tab) apiKeys(mk string) map[string]map[string]any {
+	b.t.Helper()
+	r := b.api("GET", "/api/keys", "Bearer "+mk, nil)
+	if r.status != 200 {
+		b.fatalf("GET /api/keys: %d %s", r.status, r.raw)
+	}
+	keys := map[string]map[string]any{}
+	for _, k := range r.body["keys"].([]any) {
+		k := k.(map[string]any)
+		keys[fmt.Sprint(k["id"])] = k
+	}
+	return keys
+}
+
+func browserEmail() string {
+	seqMu.Lock()
+	defer seqMu.Unlock()
+	userSeq++
+	return fmt.Sprintf("browser%d@example.com", userSeq)
+}
+
+// signUp creates an account through the sign-up page.
+func (b *tab) signUp() string {
+	b.t.Helper()
+	email := browserEmail()
+	b.nav("/signup")
+	b.fill(in(tid("signup-form"), "input[name=email]"), email)
+	b.fill(in(tid("signup-form"), "input[name=password]"), browserPassword)
+	b.submit(tid("signup-submit"))
+	b.wantPath("/dashboard/billing-keys")
+	return email
+}
+
+// createInModal creates a key with the form on the current page, with
+// JavaScript: the new row appears and the modal shows the key. It returns the
+// key and its row's id, and leaves the modal open.
+func (b *tab) createInModal(name string, keyRE *regexp.Regexp) (key, id string) {
+	b.t.Helper()
+	b.fill(createName, name)
+	b.click(tid("create-key-submit"))
+	b.waitVisible(in(modal, tid("revealed-key")))
+	if role := run(b, "modal role", chromedp.AttributeValue(chromedp.CSS(modal), "role")); role.Value != "dialog" {
+		b.fatalf("the reveal modal has role %q, want dialog", role.Value)
+	}
+	if ro := run(b, "readonly", chromedp.AttributeValue(chromedp.CSS(in(modal, tid("revealed-key"))), "readonly")); !ro.Exists {
+		b.fatalf("the revealed key's input is not readonly")
+	}
+	key = b.value(in(modal, tid("revealed-key")))
+	if !keyRE.MatchString(key) {
+		b.fatalf("the modal shows %q, want a key like %s", key, keyRE)
+	}
+	b.waitVisible(in(modal, tid("copy-key")))
+	b.waitVisible(in(modal, tid("close-modal")))
+	prefix := key[:7] + "xxxx"
+	b.waitFor("a row shows the new key's prefix "+prefix,
+		`[...document.querySelectorAll("#key-rows tr[data-testid=key-row]")].some(r => r.querySelector("[data-testid=key-prefix]")?.textContent.trim() === `+js(prefix)+`)`,
+		`[...document.querySelectorAll("[data-testid=key-prefix]")].map(e => e.textContent.trim()).join(", ")`)
+	id = eval[string](b, `[...document.querySelectorAll("#key-rows tr[data-testid=key-row]")].find(r => r.querySelector("[data-testid=key-prefix]").textContent.trim() === `+js(prefix)+`).dataset.keyId`)
+	if got := b.text(in(keyRow(id), tid("key-name"))); got != name {
+		b.fatalf("the new row is named %q, want %q", got, name)
+	}
+	if got := b.text(in(keyRow(id), tid("key-status"))); got != "Active" {
+		b.fatalf("the new row's status is %q, want Active", got)
+	}
+	if b.exists(tid("keys-empty")) && eval[bool](b, `document.querySelector("[data-testid=keys-empty]").checkVisibility()`) {
+		b.fatalf("the empty state is still shown next to a key")
+	}
+	return key, id
+}
+
+// copyKey clicks the copy button and checks the clipboard.
+func (b *tab) copyKey(key string) {
+	b.t.Helper()
+	b.click(in(modal, tid("copy-key")))
+	b.waitText(in(modal, tid("copy-key")), "Copied")
+	if clip := eval[string](b, "navigator.clipboard.readText()"); clip != key {
+		b.fatalf("the clipboard holds %q, want the key %s…", clip, key[:7])
+	}
+}
+
+// TestBrowserKeyLifecycle: sign up, create a billing key and copy it from the
+// modal, use it with the API, manage the API key it made in the page, and
+// sign out for good.
+func TestBrowserKeyLifecycle(t *testing.T) {
+	b := openDashboard(t, true)
+
+	// Signed out, every dashboard page asks you to sign in.
+	for _, p := range []string{"/", "/dashboard/keys", "/dashboard/billing-keys"} {
+		b.nav(p)
+		if got := b.path(); got != "/signin" {
+			b.fatalf("GET %s while signed out ended on %s, want /signin", p, got)
+		}
+	}
+	b.waitVisible(tid("signin-form"))
+
+	b.nav("/signup")
+	b.waitVisible(tid("signup-form"))
+	b.shot("01-signup")
+	b.signUp()
+	b.submit(tid("nav-billing-keys"))
+	b.wantPath("/dashboard/billing-keys")
+	b.waitVisible(tid("keys-empty"))
+	b.waitVisible(tid("keys-table"))
+	b.shot("02-billing-keys-empty")
+
+	// Create a billing key: the row appears and the modal shows the key once.
+	b.mark()
+	mk, _ := b.createInModal("CI billing", billingKeyRE)
+	b.shot("03-reveal-modal")
+	b.copyKey(mk)
+	b.shot("04-key-copied")
+	b.click(in(modal, tid("close-modal"))) // copied: closes at once
+	b.waitGone(modal)
+	b.wantMarked("creating a billing key")
+	b.wantNoSecret(mk)
+	b.shot("05-billing-key-listed")
+
+	// The API Keys page starts empty; a script makes a key with the billing key.
+	b.submit(tid("nav-keys"))
+	b.wantPath("/dashboard/keys")
+	b.waitVisible(tid("keys-empty"))
+	r := b.api("POST", "/api/keys", "Bearer "+mk, map[string]string{"name": "Server A"})
+	if r.status != 201 {
+		b.fatalf("POST /api/keys with the billing key from the modal: %d %s", r.status, r.raw)
+	}
+	id, ms := fmt.Sprint(r.body["id"]), r.body["key"].(string)
+	b.do("reload", chromedp.Reload())
+	row := keyRow(id)
+	b.waitVisible(row)
+	if got := b.text(in(row, tid("key-name"))); got != "Server A" {
+		b.fatalf("row name %q, want Server A", got)
+	}
+	if got := b.text(in(row, tid("key-prefix"))); got != ms[:7]+"xxxx" {
+		b.fatalf("row prefix %q, want %s", got, ms[:7]+"xxxx")
+	}
+	if got := b.text(in(row, tid("key-status"))); got != "Active" {
+		b.fatalf("row status %q, want Active", got)
+	}
+	if got := b.text(in(row, tid("toggle-active"))); got != "Deactivate" {
+		b.fatalf("toggle button reads %q, want Deactivate", got)
+	}
+	b.wantNoSecret(ms)
+	b.shot("06-api-keys")
+
+	// Rename and deactivate in the page; each swaps the row in place.
+	b.mark()
+	b.click(in(row, tid("rename-key")))
+	b.waitVisible(in(row, tid("rename-input")))
+	if got := b.value(in(row, tid("rename-input"))); got != "Server A" {
+		b.fatalf("rename input starts with %q, want the current name", got)
+	}
+	b.shot("07-rename-open")
+	b.fill(in(row, tid("rename-input")), "Server B")
+	b.click(in(row, tid("rename-submit")))
+	b.waitText(in(row, tid("key-name")), "Server B")
+	b.click(in(row, tid("toggle-active")))
+	b.waitText(in(row, tid("key-status")), "Inactive")
+	b.waitText(in(row, tid("toggle-active")), "Reactivate")
+	b.wantMarked("renaming and deactivating")
+	b.shot("08-renamed-and-deactivated")
+
+	// The API agrees, and the key no longer works.
+	k := b.apiKeys(mk)[id]
+	if k == nil || k["name"] != "Server B" || k["active"] != false {
+		b.fatalf("GET /api/keys after rename and deactivate: %v", k)
+	}
+	if r := b.api("GET", "/v1/models", "Bearer "+ms, nil); r.status != 401 {
+		b.fatalf("a deactivated key still works: %d", r.status)
+	}
+
+	// Delete, after a confirmation that names the key.
+	b.click(in(row, tid("delete-key")))
+	b.waitVisible(in(row, tid("confirm-delete")))
+	if confirm := eval[string](b, `document.querySelector(`+js(in(row, tid("delete-key")))+`).closest("details").textContent`); !strings.Contains(confirm, "Server B") {
+		b.fatalf("the delete confirmation does not name the key: %q", strings.Join(strings.Fields(confirm), " "))
+	}
+	b.shot("09-delete-confirm")
+	b.click(in(row, tid("confirm-delete")))
+	b.waitGone(row)
+	b.waitVisible(tid("keys-empty"))
+	b.wantMarked("deleting")
+	if keys := b.apiKeys(mk); len(keys) != 0 {
+		b.fatalf("GET /api/keys after deleting in the page: %v", keys)
+	}
+	b.shot("10-key-deleted")
+
+	// Sign out; the old session cookie, set again, signs nobody in.
+	old := run(b, "get cookies", func(ctx context.Context, t *chromedp.Target) ([]*network.Cookie, error) {
+		res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base}})
+		return res.Cookies, err
+	})
+	if len(old) == 0 {
+		b.fatalf("no session cookie while signed in")
+	}
+	for _, c := range old {
+		if !c.HTTPOnly || c.SameSite != network.CookieSameSiteLax {
+			t.Errorf("cookie %s: HttpOnly %v, SameSite %q; want HttpOnly and Lax", c.Name, c.HTTPOnly, c.SameSite)
+		}
+	}
+	b.submit(tid("signout"))
+	b.nav("/dashboard/keys")
+	b.wantPath("/signin")
+	for _, c := range old {
+		b.do("set the old cookie "+c.Name, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{
+				Name: c.Name, Value: c.Value, URL: b.base, Path: c.Path, HTTPOnly: &c.HTTPOnly, SameSite: c.SameSite,
+			})
+			return err
+		}))
+	}
+	b.nav("/dashboard/keys")
+	if got := b.path(); got != "/signin" {
+		b.fatalf("the session cookie from before sign-out still opens %s", got)
+	}
+	b.shot("11-signed-out")
+}
+
+// TestBrowserRevealModalClose: closing the modal before copying asks first,
+// by button or by Escape; after copying it closes at once.
+func TestBrowserRevealModalClose(t *testing.T) {
+	b := openDashboard(t, true)
+	b.signUp()
+	b.waitVisible(tid("keys-empty"))
+	b.mark()
+
+	key1, id1 := b.createInModal("Never copied", billingKeyRE)
+	confirm := in(modal, tid("close-confirm"))
+	if b.exists(confirm) && eval[bool](b, `document.querySelector(`+js(confirm)+`).checkVisibility()`) {
+		b.fatalf("the close confirmation shows before anyone asked to close")
+	}
+	b.click(in(modal, tid("close-modal")))
+	b.waitVisible(confirm)
+	b.waitVisible(in(confirm, tid("close-anyway")))
+	b.waitVisible(in(confirm, tid("close-back")))
+	b.shot("12-close-confirm")
+
+	// Going back keeps the key on screen.
+	b.click(in(confirm, tid("close-back")))
+	b.waitHidden(confirm)
+	b.waitVisible(in(modal, tid("revealed-key")))
+	if got := b.value(in(modal, tid("revealed-key"))); got != key1 {
+		b.fatalf("after going back the modal shows %q", got)
+	}
+
+	// Escape follows the same rule.
+	b.press(kb.Escape)
+	b.waitVisible(confirm)
+	if !b.exists(modal) {
+		b.fatalf("Escape closed the modal of a key never copied")
+	}
+	b.click(in(confirm, tid("close-anyway")))
+	b.waitGone(modal)
+	b.wantNoSecret(key1)
+	b.shot("13-closed-without-copy")
+
+	// Copied, then Escape: closed at once.
+	key2, id2 := b.createInModal("Copied then escaped", billingKeyRE)
+	b.copyKey(key2)
+	b.press(kb.Escape)
+	b.waitGone(modal)
+	b.wantNoSecret(key1)
+	b.wantNoSecret(key2)
+	b.wantMarked("creating keys and closing the modal")
+	for _, id := range []string{id1, id2} {
+		b.waitVisible(keyRow(id))
+	}
+	if n := eval[int](b, `document.querySelectorAll("#key-rows tr[data-testid=key-row]").length`); n != 2 {
+		b.fatalf("%d rows after creating two keys", n)
+	}
+	b.shot("14-two-billing-keys")
+}
+
+// TestBrowserWithoutJavaScript: the same flows with scripts off, as plain
+// form posts and redirects.
+func TestBrowserWithoutJavaScript(t *testing.T) {
+	b := openDashboard(t, false)
+	if eval[bool](b, "true") != true {
+		t.Fatal("DevTools evaluation is needed for the checks")
+	}
+
+	// A bad sign-up keeps what was typed and says what is wrong.
+	email := browserEmail()
+	b.nav("/signup")
+	if b.exists("script:not([src])") {
+		t.Log("note: the page has inline scripts")
+	}
+	b.fill(in(tid("signup-form"), "input[name=email]"), email)
+	b.fill(in(tid("signup-form"), "input[name=password]"), "short")
+	res := b.submit(tid("signup-submit"))
+	if res.Status < 400 || res.Status >= 500 {
+		t.Errorf("sign-up with a short password answered %d, want a 4xx", res.Status)
+	}
+	b.waitVisible(tid("error-password"))
+	if got := b.value(in(tid("signup-form"), "input[name=email]")); got != email {
+		b.fatalf("the email field holds %q after an error, want %q", got, email)
+	}
+	b.shot("20-nojs-signup-error")
+	b.fill(in(tid("signup-form"), "input[name=password]"), browserPassword)
+	b.submit(tid("signup-submit"))
+	b.wantPath("/dashboard/billing-keys")
+	b.waitVisible(tid("keys-empty"))
+
+	// Creating a billing key answers a page that shows it once.
+	b.fill(createName, "No-JS billing")
+	res = b.submit(tid("create-key-submit"))
+	if res.Status != 200 || !strings.Contains(fmt.Sprint(res.Headers["Cache-Control"], res.Headers["cache-control"]), "no-store") {
+		t.Errorf("the page that reveals a key: status %d, headers %v; want 200 with Cache-Control: no-store", res.Status, res.Headers)
+	}
+	b.waitVisible(in(revealPanel, tid("revealed-key")))
+	mk := b.value(in(revealPanel, tid("revealed-key")))
+	if !billingKeyRE.MatchString(mk) {
+		b.fatalf("the reveal panel shows %q, want a billing key", mk)
+	}
+	if strings.Contains(res.URL, mk) || strings.Contains(run(b, "location", chromedp.Location()), mk) {
+		b.fatalf("the key is in the URL")
+	}
+	b.shot("21-nojs-reveal-panel")
+	b.submit(tid("nav-billing-keys"))
+	b.waitVisible(tid("key-row"))
+	if b.exists(revealPanel) {
+		b.fatalf("the key is shown again on the next visit")
+	}
+	b.wantNoSecret(mk)
+
+	// The API Keys page: a bad name is refused next to the field, typed value kept.
+	b.submit(tid("nav-keys"))
+	b.wantPath("/dashboard/keys")
+	b.waitVisible(tid("keys-empty"))
+	long := strings.Repeat("n", 101)
+	for _, bad := range []string{"", long} {
+		// Skip the browser's own checks (required, maxlength), as an old
+		// browser or a hand-made request would, so that the server's show.
+		b.do("relax the form", chromedp.SetAttributeValue(chromedp.CSS(createForm), "novalidate", ""),
+			chromedp.RemoveAttribute(chromedp.CSS(createName), "maxlength"),
+			chromedp.RemoveAttribute(chromedp.CSS(createName), "required"))
+		b.fill(createName, bad)
+		res := b.submit(tid("create-key-submit"))
+		if res.Status < 400 || res.Status >= 500 {
+			t.Errorf("creating a key named %q answered %d, want a 4xx", bad, res.Status)
+		}
+		b.waitVisible(tid("error-name"))
+		if got := b.value(createName); got != bad {
+			b.fatalf("after the error the name field holds %q, want %q", got, bad)
+		}
+		if b.exists(revealPanel) {
+			b.fatalf("a refused name revealed a key")
+		}
+	}
+	b.shot("22-nojs-name-error")
+	if keys := b.apiKeys(mk); len(keys) != 0 {
+		b.fatalf("refused names made keys: %v", keys)
+	}
+
+	// Create an API key with an expiry date.
+	b.nav("/dashboard/keys")
+	b.fill(createName, "No-JS proxy")
+	b.do("set the expiry date", chromedp.SetValue(chromedp.CSS(createExpiry), "2030-12-31"))
+	res = b.submit(tid("create-key-submit"))
+	if res.Status != 200 {
+		t.Errorf("creating an API key answered %d", res.Status)
+	}
+	b.waitVisible(in(revealPanel, tid("revealed-key")))
+	ms := b.value(in(revealPanel, tid("revealed-key")))
+	if !proxyKeyRE.MatchString(ms) {
+		b.fatalf("the reveal panel shows %q, want an API key", ms)
+	}
+	b.shot("23-nojs-api-key-revealed")
+	keys := b.apiKeys(mk)
+	if len(keys) != 1 {
+		b.fatalf("GET /api/keys: %v", keys)
+	}
+	var id string
+	for id = range keys {
+	}
+	if k := keys[id]; k["name"] != "No-JS proxy" || k["prefix"] != ms[:7]+"xxxx" || k["expiresAt"] == nil || k["active"] != true {
+		b.fatalf("the key made in the page, seen by the API: %v", k)
+	}
+	if r := b.api("GET", "/v1/models", "Bearer "+ms, nil); r.status != 200 {
+		b.fatalf("the new key does not work: %d %s", r.status, r.raw)
+	}
+
+	// Rename, refused then accepted.
+	b.submit(tid("nav-keys"))
+	row := keyRow(id)
+	b.waitVisible(row)
+	b.click(in(row, tid("rename-key")))
+	b.waitVisible(in(row, tid("rename-input")))
+	b.do("relax the rename form", chromedp.RemoveAttribute(chromedp.CSS(in(row, tid("rename-input"))), "maxlength"),
+		chromedp.SetAttributeValue(chromedp.CSS(in(row, "form:has([data-testid=rename-input])")), "novalidate", ""))
+	b.fill(in(row, tid("rename-input")), long)
+	res = b.submit(in(row, tid("rename-submit")))
+	if res.Status < 400 || res.Status >= 500 {
+		t.Errorf("renaming to 101 characters answered %d, want a 4xx", res.Status)
+	}
+	b.waitVisible(in(row, tid("error-name")))
+	if got := b.value(in(row, tid("rename-input"))); got != long {
+		b.fatalf("after the error the rename field holds %q", got)
+	}
+	b.shot("24-nojs-rename-error")
+	b.fill(in(row, tid("rename-input")), "Renamed without JS")
+	b.submit(in(row, tid("rename-submit")))
+	b.wantPath("/dashboard/keys")
+	if got := b.text(in(row, tid("key-name"))); got != "Renamed without JS" {
+		b.fatalf("after renaming the row says %q", got)
+	}
+
+	// Deactivate.
+	if got := b.text(in(row, tid("toggle-active"))); got != "Deactivate" {
+		b.fatalf("toggle button reads %q, want Deactivate", got)
+	}
+	b.submit(in(row, tid("toggle-active")))
+	b.wantPath("/dashboard/keys")
+	if got := b.text(in(row, tid("key-status"))); got != "Inactive" {
+		b.fatalf("status %q after deactivating, want Inactive", got)
+	}
+	if got := b.text(in(row, tid("toggle-active"))); got != "Reactivate" {
+		b.fatalf("toggle button reads %q after deactivating, want Reactivate", got)
+	}
+	if k := b.apiKeys(mk)[id]; k["name"] != "Renamed without JS" || k["active"] != false {
+		b.fatalf("the API sees %v", k)
+	}
+	b.shot("25-nojs-renamed-deactivated")
+
+	// Delete, after the confirmation.
+	b.click(in(row, tid("delete-key")))
+	b.waitVisible(in(row, tid("confirm-delete")))
+	if confirm := eval[string](b, `document.querySelector(`+js(in(row, tid("delete-key")))+`).closest("details").textContent`); !strings.Contains(confirm, "Renamed without JS") {
+		b.fatalf("the delete confirmation does not name the key: %q", strings.Join(strings.Fields(confirm), " "))
+	}
+	b.submit(in(row, tid("confirm-delete")))
+	b.wantPath("/dashboard/keys")
+	if b.exists(row) {
+		b.fatalf("the deleted key's row is still there")
+	}
+	b.waitVisible(tid("keys-empty"))
+	if keys := b.apiKeys(mk); len(keys) != 0 {
+		b.fatalf("GET /api/keys after deleting: %v", keys)
+	}
+	b.shot("26-nojs-deleted")
+
+	// Sign out, sign in (a wrong password first), sign out everywhere.
+	b.submit(tid("signout"))
+	b.nav("/dashboard/keys")
+	b.wantPath("/signin")
+	b.fill(in(tid("signin-form"), "input[name=email]"), email)
+	b.fill(in(tid("signin-form"), "input[name=password]"), "wrong password")
+	b.submit(tid("signin-submit"))
+	b.waitVisible(tid("form-error"))
+	if got := b.value(in(tid("signin-form"), "input[name=email]")); got != email {
+		b.fatalf("the email field holds %q after a failed sign-in", got)
+	}
+	b.shot("27-nojs-signin-error")
+	b.fill(in(tid("signin-form"), "input[name=password]"), browserPassword)
+	b.submit(tid("signin-submit"))
+	b.wantPath("/dashboard/keys")
+	b.submit(tid("signout-everywhere"))
+	b.nav("/dashboard/keys")
+	b.wantPath("/signin")
+}
+
+// TestBrowserPhoneWidth: the pages fit a phone's width.
+func TestBrowserPhoneWidth(t *testing.T) {
+	b := openDashboard(t, true)
+	b.do("emulate a phone", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{
+			Width: 390, Height: 844, DeviceScaleFactor: 2, Mobile: true,
+		})
+		return err
+	}))
+
+	b.nav("/signup")
+	b.waitVisible(tid("signup-form"))
+	b.noHorizontalOverflow("the sign-up page")
+	b.shot("30-phone-signup")
+	b.signUp()
+	b.waitVisible(tid("keys-empty"))
+	b.noHorizontalOverflow("the empty Billing Keys page")
+
+	mk, _ := b.createInModal("Phone billing key", billingKeyRE)
+	b.noHorizontalOverflow("the reveal modal")
+	b.shot("31-phone-reveal-modal")
+	b.copyKey(mk)
+	b.click(in(modal, tid("close-modal")))
+	b.waitGone(modal)
+
+	expiry := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
+	for _, body := range []map[string]string{
+		{"name": "Production"},
+		{"name": "Staging server for the nightly batch jobs", "expires_at": expiry},
+		{"name": strings.Repeat("W", 100)},
+	} {
+		if r := b.api("POST", "/api/keys", "Bearer "+mk, body); r.status != 201 {
+			b.fatalf("POST /api/keys: %d %s", r.status, r.raw)
+		}
+	}
+	b.submit(tid("nav-keys"))
+	b.wantPath("/dashboard/keys")
+	if n := eval[int](b, `document.querySelectorAll("#key-rows tr[data-testid=key-row]").length`); n != 3 {
+		b.fatalf("%d rows, want 3", n)
+	}
+	b.noHorizontalOverflow("the API Keys page")
+	b.shot("32-phone-api-keys")
+
+	b.click(tid("delete-key"))
+	b.waitVisible(tid("confirm-delete"))
+	b.noHorizontalOverflow("the API Keys page with a delete confirmation open")
+	b.shot("33-phone-delete-confirm")
+}
