@@ -531,3 +531,63 @@ func TestPanicIsInternalError(t *testing.T) {
 		t.Fatalf("%d %s", res.StatusCode, raw)
 	}
 }
+
+func TestHealthzWithoutDatabase(t *testing.T) {
+	s, err := db.Open(t.Context(), dbtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	a := New(testCfg, s, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, _ := a.Test(httptest.NewRequest("GET", "/healthz", nil))
+	raw, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 503 || !strings.Contains(string(raw), `"code":"database_unavailable"`) {
+		t.Fatalf("%d %s", res.StatusCode, raw)
+	}
+}
+
+func TestNoSecretInLogs(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	a := New(testCfg, store, slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil)))
+	send := func(method, path, auth, body string) map[string]any {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", auth)
+		res, err := a.Test(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out map[string]any
+		json.NewDecoder(res.Body).Decode(&out)
+		return out
+	}
+	email := fmt.Sprintf("logs%d@example.com", time.Now().UnixNano())
+	send("POST", "/api/auth/signup", "", fmt.Sprintf(`{"email": %q, "password": "log-password"}`, email))
+	tok := send("POST", "/api/auth/login", "", fmt.Sprintf(`{"email": %q, "password": "log-password"}`, email))["token"].(string)
+	mk := send("POST", "/api/billing-keys", "Bearer "+tok, `{"name": "logs"}`)["key"].(string)
+	ms := send("POST", "/api/keys", "Bearer "+mk, `{"name": "logs"}`)["key"].(string)
+	send("GET", "/v1/models?key="+ms, "Bearer "+ms, "")
+	send("GET", "/v1/models", "Bearer "+ms[:40]+"x", "")
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Count(logs.String(), `"msg":"request"`) != 6 {
+		t.Fatalf("expected one line per request:\n%s", logs.String())
+	}
+	for name, secret := range map[string]string{"password": "log-password", "jwt": tok, "billing key": mk, "proxy key": ms, "key body": ms[3:40]} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the %s reached the log", name)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

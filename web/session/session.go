@@ -52,7 +52,6 @@ type State struct {
 	UserID    int64  // 0 when signed out
 	Email     string // the signed-in account's email, for the page header
 	sessionID string
-	cookie    *sessions.Session
 }
 
 type localKey struct{}
@@ -70,7 +69,7 @@ func Current(c *fiber.Ctx) *State {
 // every visitor a CSRF token before their first form.
 func (m *Manager) Load(c *fiber.Ctx) error {
 	cookie, _ := m.cookies.New(cookieRequest(c), cookieName) // a bad cookie yields a new session
-	st := &State{cookie: cookie}
+	st := &State{}
 	st.CSRF, _ = cookie.Values["csrf"].(string)
 	st.sessionID, _ = cookie.Values["sid"].(string)
 	dirty := false
@@ -140,7 +139,7 @@ func (m *Manager) SignIn(c *fiber.Ctx, user db.User) error {
 	cookie.Values["sid"] = sess.ID
 	cookie.Values["email"] = user.Email
 	cookie.Values["csrf"] = randomToken()
-	*st = State{CSRF: cookie.Values["csrf"].(string), UserID: user.ID, Email: user.Email, sessionID: sess.ID, cookie: cookie}
+	*st = State{CSRF: cookie.Values["csrf"].(string), UserID: user.ID, Email: user.Email, sessionID: sess.ID}
 	return m.save(c, cookie)
 }
 
