@@ -53,7 +53,7 @@ bench: bin/withpg
 	./bin/withpg -- $(GO) test -run '^$$' -bench . -benchmem ./...
 
 check-generated: generate
-	@git diff --exit-code -- '*_templ.go' assets/static || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@git diff --exit-code --stat -- '*_templ.go' assets/static || { echo "generated files are stale: run make generate and commit"; exit 1; }
 
 clean:
 	rm -rf bin

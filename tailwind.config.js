@@ -1,6 +1,6 @@
 /** @type {import('tailwindcss').Config} */
 module.exports = {
-  content: ["./views/**/*.templ", "./views/**/*.go", "./assets/static/app.js"],
+  content: ["./views/**/*.templ", "./views/helpers.go", "./assets/static/app.js"],
   theme: {
     extend: {
       fontFamily: {
