@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/compress"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 
 	"modelswitch/assets"
@@ -43,7 +44,7 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	sessions := session.New(cfg.derive("cookie-hash"), cfg.derive("cookie-block"), cfg.Production, store)
 
 	app.Get("/healthz", handlers.Health(store))
-	app.Use("/assets", filesystem.New(filesystem.Config{
+	app.Use("/assets", compress.New(), filesystem.New(filesystem.Config{
 		Root:   http.FS(assets.Static),
 		MaxAge: 365 * 24 * 3600, // URLs carry a content hash
 	}))

@@ -335,8 +335,11 @@ func TestErrorPages(t *testing.T) {
 	if !strings.Contains(p.header.Get("Content-Type"), "text/html") || p.doc.Find("h1").Length() != 1 {
 		t.Fatalf("404 page: %s", p.body)
 	}
-	res, _ := testApp().Test(httptest.NewRequest("GET", "/assets/app.css", nil))
-	if res.StatusCode != 200 || !strings.Contains(res.Header.Get("Content-Type"), "text/css") {
+	req := httptest.NewRequest("GET", "/assets/app.css", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	res, _ := testApp().Test(req)
+	if res.StatusCode != 200 || !strings.Contains(res.Header.Get("Content-Type"), "text/css") ||
+		res.Header.Get("Content-Encoding") != "gzip" || !strings.Contains(res.Header.Get("Cache-Control"), "max-age") {
 		t.Fatalf("css: %d %v", res.StatusCode, res.Header)
 	}
 }
