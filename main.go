@@ -6,10 +6,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,21 +67,26 @@ func run(cmd string, log *slog.Logger) error {
 	go sweep(ctx, store, log)
 	app := web.New(cfg, store, log)
 	served := make(chan error, 1)
-	go func() { served <- app.Listen(":" + cfg.Port) }()
+	go func() { served <- app.Listen(listenAddr(cfg)) }()
 	log.Info("serving", "url", "http://localhost:"+cfg.Port, "production", cfg.Production)
 
 	select {
 	case err := <-served:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
+		return err
 	case <-ctx.Done():
+		stop() // a second signal now ends the process at once
 		log.Info("shutting down: draining in-flight requests")
-		if err := app.ShutdownWithTimeout(30 * time.Second); err != nil {
-			return err
-		}
+		return app.ShutdownWithTimeout(30 * time.Second)
 	}
-	return nil
+}
+
+// listenAddr keeps a development server on this machine; in production the
+// platform routes to every interface.
+func listenAddr(cfg web.Config) string {
+	if cfg.Production {
+		return ":" + cfg.Port
+	}
+	return "127.0.0.1:" + cfg.Port
 }
 
 // sweep deletes ended sessions and stale sign-in counts every hour.

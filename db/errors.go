@@ -16,6 +16,7 @@ const (
 	KindNotFound                     // not one of the caller's: 404
 	KindConflict                     // clashes with existing state: 409
 	KindRateLimited                  // too many attempts: 429
+	KindUnavailable                  // the database does not answer: 503
 )
 
 // Error is a domain error whose Message is safe to show to the client.
@@ -54,6 +55,8 @@ var (
 		Message: "The email or password is incorrect."}
 	ErrEmailTaken = &Error{Kind: KindConflict, Code: "email_taken", Field: "email",
 		Message: "An account with this email already exists. Log in instead."}
+	ErrUnavailable = &Error{Kind: KindUnavailable, Code: "database_unavailable",
+		Message: "The database is not answering."}
 	ErrSessionEnded = &Error{Kind: KindUnauthorized, Code: "session_expired",
 		Message: "Your session has ended. Log in again."}
 )

@@ -126,7 +126,7 @@ func (s *Store) AuthenticateKey(ctx context.Context, kind apikey.Kind, digest []
 		Recorded bool  `db:"recorded"`
 	}
 	err := s.db.GetContext(ctx, &row, `
-		SELECT id, user_id, coalesce(last_used_at > now() - $3 * interval '1 second', false) AS recorded
+		SELECT id, user_id, coalesce(last_used_at > now() - make_interval(secs => $3), false) AS recorded
 		FROM api_keys
 		WHERE digest = $1 AND kind = $2 AND active AND (expires_at IS NULL OR expires_at > now())`,
 		digest, kind, int64(lastUsedEvery.Seconds()))

@@ -33,7 +33,7 @@ func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionKin
 	var sess Session
 	err := s.db.GetContext(ctx, &sess, `
 		INSERT INTO sessions (id, user_id, kind, expires_at)
-		VALUES ($1, $2, $3, now() + $4 * interval '1 second')
+		VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 		RETURNING id, user_id, expires_at`,
 		base64.RawURLEncoding.EncodeToString(raw), userID, kind, int64(ttl.Seconds()))
 	return sess, err
@@ -49,7 +49,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, kind SessionKind, i
 		err = s.db.GetContext(ctx, &userID, `
 			UPDATE sessions SET last_seen_at = now()
 			WHERE id = $1 AND kind = $2 AND expires_at > now()
-			  AND last_seen_at > now() - $3 * interval '1 second'
+			  AND last_seen_at > now() - make_interval(secs => $3)
 			RETURNING user_id`, id, kind, int64(idle.Seconds()))
 	} else {
 		err = s.db.GetContext(ctx, &userID,
@@ -78,7 +78,7 @@ func (s *Store) DeleteExpired(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= now()`); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE window_start <= now() - $1 * interval '1 second'`,
+	_, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE window_start <= now() - make_interval(secs => $1)`,
 		int64(throttleWindow.Seconds()))
 	return err
 }

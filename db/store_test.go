@@ -320,3 +320,15 @@ func BenchmarkAuthenticateKey(b *testing.B) {
 		}
 	}
 }
+
+func TestSessionIdleTimeout(t *testing.T) {
+	u := newUser(t)
+	s, _ := store.CreateSession(ctx, u.ID, db.BrowserSession, time.Hour)
+	if _, err := store.TouchSession(ctx, s.ID, db.BrowserSession, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := store.TouchSession(ctx, s.ID, db.BrowserSession, time.Second); err != db.ErrSessionEnded {
+		t.Fatalf("a session idle past its timeout: %v", err)
+	}
+}

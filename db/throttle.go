@@ -2,7 +2,10 @@ package db
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -15,16 +18,24 @@ const (
 	maxIPAttempt    = 50 // per address and window
 )
 
-// countAttempt records one sign-in attempt in each scope and refuses it when
-// a scope is over its limit. Counting before the password check keeps
-// concurrent guesses from slipping past the limit.
-func (s *Store) countAttempt(ctx context.Context, scopes []string) error {
-	window := fmt.Sprintf("%d seconds", int(throttleWindow.Seconds()))
-	for i, scope := range scopes {
-		limit := maxEmailAttempt
-		if i > 0 {
-			limit = maxIPAttempt
-		}
+// throttle names the two counts a sign-in attempt is charged to. The email
+// is hashed, so that any input makes a short key.
+type throttle struct{ ip, account string }
+
+func newThrottle(email, clientIP string) throttle {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return throttle{ip: "ip:" + clientIP, account: "email:" + hex.EncodeToString(sum[:])}
+}
+
+// count records one sign-in attempt, first against the address and then
+// against the account, and refuses it as soon as one is over its limit; an
+// address over its limit charges no account. Counting before the password
+// check keeps concurrent guesses from slipping past the limit.
+func (s *Store) count(ctx context.Context, t throttle) error {
+	for _, scope := range []struct {
+		key   string
+		limit int
+	}{{t.ip, maxIPAttempt}, {t.account, maxEmailAttempt}} {
 		var row struct {
 			Failures int       `db:"failures"`
 			Start    time.Time `db:"window_start"`
@@ -33,13 +44,13 @@ func (s *Store) countAttempt(ctx context.Context, scopes []string) error {
 		err := s.db.GetContext(ctx, &row, `
 			INSERT INTO login_failures AS f (scope, failures, window_start) VALUES ($1, 1, now())
 			ON CONFLICT (scope) DO UPDATE SET
-				failures     = CASE WHEN f.window_start <= now() - $2::interval THEN 1 ELSE f.failures + 1 END,
-				window_start = CASE WHEN f.window_start <= now() - $2::interval THEN now() ELSE f.window_start END
-			RETURNING failures, window_start, now() AS now`, scope, window)
+				failures     = CASE WHEN f.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE f.failures + 1 END,
+				window_start = CASE WHEN f.window_start <= now() - make_interval(secs => $2) THEN now() ELSE f.window_start END
+			RETURNING failures, window_start, now() AS now`, scope.key, throttleWindow.Seconds())
 		if err != nil {
 			return err
 		}
-		if row.Failures > limit {
+		if row.Failures > scope.limit {
 			retry := row.Start.Add(throttleWindow).Sub(row.Now)
 			return &Error{Kind: KindRateLimited, Code: "too_many_attempts", RetryAfter: retry,
 				Message: fmt.Sprintf("Too many sign-in attempts. Try again in %d minutes.", int(retry.Minutes())+1)}
@@ -48,13 +59,14 @@ func (s *Store) countAttempt(ctx context.Context, scopes []string) error {
 	return nil
 }
 
-// forgiveAttempt clears the account's count after a successful sign-in and
-// takes this attempt back from the address's count.
-func (s *Store) forgiveAttempt(ctx context.Context, scopes []string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE scope = $1`, scopes[0]); err != nil {
+// forgive clears the account's count after a successful sign-in and takes
+// this attempt back from the address's count.
+func (s *Store) forgive(ctx context.Context, t throttle) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE scope = $1`, t.account); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx,
-		`UPDATE login_failures SET failures = failures - 1 WHERE scope = $1 AND failures > 1`, scopes[1])
+	_, err := s.db.ExecContext(ctx, `
+		WITH gone AS (DELETE FROM login_failures WHERE scope = $1 AND failures = 1)
+		UPDATE login_failures SET failures = failures - 1 WHERE scope = $1 AND failures > 1`, t.ip)
 	return err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -40,32 +39,24 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 	return u, err
 }
 
-// UserByID returns one account.
-func (s *Store) UserByID(ctx context.Context, id int64) (User, error) {
-	var u User
-	err := s.db.GetContext(ctx, &u, `SELECT id, email, created_at FROM users WHERE id = $1`, id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return User{}, ErrSessionEnded
-	}
-	return u, err
-}
-
 // CheckPassword returns the account an email and password belong to.
 // Attempts are throttled per account and per client address (see throttle.go);
 // an unknown email and a wrong password get the same error in the same time.
 func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP string) (User, error) {
-	email = strings.TrimSpace(email) // an invalid email just fails to match
-	scopes := []string{"email:" + strings.ToLower(email), "ip:" + clientIP}
-	if err := s.countAttempt(ctx, scopes); err != nil {
+	t := newThrottle(email, clientIP)
+	if err := s.count(ctx, t); err != nil {
 		return User{}, err
 	}
 	var row struct {
 		User
 		PasswordHash string `db:"password_hash"`
 	}
-	err := s.db.GetContext(ctx, &row,
-		`SELECT id, email, created_at, password_hash FROM users WHERE lower(email) = lower($1)`, email)
-	if errors.Is(err, sql.ErrNoRows) {
+	email, err := normalizeEmail(email)
+	if err == nil {
+		err = s.db.GetContext(ctx, &row,
+			`SELECT id, email, created_at, password_hash FROM users WHERE lower(email) = lower($1)`, email)
+	}
+	if _, invalid := AsError(err); invalid || errors.Is(err, sql.ErrNoRows) {
 		checkPassword(dummyHash, password)
 		return User{}, ErrBadCredentials
 	}
@@ -75,7 +66,7 @@ func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP str
 	if !checkPassword(row.PasswordHash, password) {
 		return User{}, ErrBadCredentials
 	}
-	if err := s.forgiveAttempt(ctx, scopes); err != nil {
+	if err := s.forgive(ctx, t); err != nil {
 		return User{}, err
 	}
 	return row.User, nil

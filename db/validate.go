@@ -22,7 +22,7 @@ func normalizeEmail(email string) (string, error) {
 		return "", Invalid("email", "invalid_email", "Enter your email address.")
 	}
 	addr, err := mail.ParseAddress(email)
-	if err != nil || addr.Address != email || len(email) > maxEmailLen {
+	if err != nil || addr.Address != email || len(email) > maxEmailLen || !utf8.ValidString(email) || strings.ContainsAny(email, "\x00\uFFFD") {
 		return "", Invalid("email", "invalid_email", "Enter a valid email address, like name@example.com.")
 	}
 	return email, nil
@@ -46,8 +46,9 @@ func normalizeKeyName(name string) (string, error) {
 		return "", Invalid("name", "invalid_name", "Use a name of at most 100 characters.")
 	}
 	for _, r := range name {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return "", Invalid("name", "invalid_name", "Names cannot contain control characters or invalid UTF-8.")
+		// Format characters (bidi overrides, zero-width spaces) could make a name pass for another.
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			return "", Invalid("name", "invalid_name", "Names cannot contain control or invisible formatting characters, or invalid UTF-8.")
 		}
 	}
 	return name, nil

@@ -49,7 +49,7 @@ func (a *AuthAPI) Signup(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	u, err := a.Store.CreateUser(c.Context(), email, password)
+	u, err := a.Store.CreateUser(c.UserContext(), email, password)
 	if err != nil {
 		return err
 	}
@@ -65,11 +65,11 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	u, err := a.Store.CheckPassword(c.Context(), email, password, ClientIP(c))
+	u, err := a.Store.CheckPassword(c.UserContext(), email, password, ClientIP(c))
 	if err != nil {
 		return err
 	}
-	sess, err := a.Store.CreateSession(c.Context(), u.ID, db.APISession, TokenTTL)
+	sess, err := a.Store.CreateSession(c.UserContext(), u.ID, db.APISession, TokenTTL)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 
 // Logout: POST /api/auth/logout revokes the session of the JWT it carries.
 func (a *AuthAPI) Logout(c *fiber.Ctx) error {
-	if err := a.Store.DeleteSession(c.Context(), SessionID(c)); err != nil {
+	if err := a.Store.DeleteSession(c.UserContext(), SessionID(c)); err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"status": "logged_out"})

@@ -36,7 +36,7 @@ func newKeyObject(k db.Key) keyObject {
 
 // List: GET → 200 {"keys": [...]}, newest first.
 func (h *KeysAPI) List(c *fiber.Ctx) error {
-	keys, err := h.Store.ListKeys(c.Context(), Account(c), h.Kind)
+	keys, err := h.Store.ListKeys(c.UserContext(), Account(c), h.Kind)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (h *KeysAPI) Create(c *fiber.Ctx) error {
 	if name != nil {
 		in.Name = *name
 	}
-	k, err := h.Store.CreateKey(c.Context(), Account(c), h.Kind, in)
+	k, err := h.Store.CreateKey(c.UserContext(), Account(c), h.Kind, in)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func (h *KeysAPI) Update(c *fiber.Ctx) error {
 	if up.Active, err = o.bool("active"); err != nil {
 		return err
 	}
-	k, err := h.Store.UpdateKey(c.Context(), Account(c), h.Kind, id, up)
+	k, err := h.Store.UpdateKey(c.UserContext(), Account(c), h.Kind, id, up)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (h *KeysAPI) Delete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := h.Store.DeleteKey(c.Context(), Account(c), h.Kind, id); err != nil {
+	if err := h.Store.DeleteKey(c.UserContext(), Account(c), h.Kind, id); err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"status": "deleted"})

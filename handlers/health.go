@@ -12,11 +12,10 @@ import (
 // Health: GET /healthz → 200 when the database answers, 503 when not.
 func Health(store *db.Store) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		ctx, cancel := context.WithTimeout(c.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
 		if err := store.Ping(ctx); err != nil {
-			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"error": fiber.Map{
-				"code": "database_unavailable", "message": "The database is not answering."}})
+			return db.ErrUnavailable
 		}
 		return c.JSON(fiber.Map{"status": "ok"})
 	}

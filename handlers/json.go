@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -18,17 +19,38 @@ import (
 // exactly (encoding/json alone ignores case).
 type object map[string]json.RawMessage
 
+// decodeObject reads one JSON object member by member, so that a member sent
+// twice is refused instead of the last one silently winning.
 func decodeObject(body []byte) (object, error) {
+	notJSON := db.Invalid("", "invalid_json", "The request body is not valid JSON.")
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
 		return nil, db.Invalid("", "invalid_json", "Send a JSON object in the request body.")
 	}
-	var o object
 	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&o); err != nil {
-		return nil, db.Invalid("", "invalid_json", "The request body is not valid JSON.")
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return nil, notJSON
 	}
-	if dec.More() {
+	o := object{}
+	for dec.More() {
+		tok, err := dec.Token()
+		name, isName := tok.(string)
+		if err != nil || !isName {
+			return nil, notJSON
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, notJSON
+		}
+		if _, seen := o[name]; seen {
+			return nil, db.Invalid(name, "duplicate_field", fmt.Sprintf("The field %q is sent twice.", name))
+		}
+		o[name] = value
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, notJSON
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, db.Invalid("", "invalid_json", "Send a single JSON object in the request body.")
 	}
 	return o, nil
@@ -91,10 +113,12 @@ func (o object) time(name string) (*time.Time, error) {
 	return &t, nil
 }
 
-// pathID reads a positive integer id from the route.
+// pathID reads a positive integer id from the route, in its one plain
+// spelling: "7", not "+7" or "007".
 func pathID(c *fiber.Ctx) (int64, error) {
-	id, err := strconv.ParseInt(c.Params("id"), 10, 64)
-	if err != nil || id <= 0 {
+	raw := c.Params("id")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != raw {
 		return 0, db.Invalid("id", "invalid_id", "A key id is a positive integer, from the list of your keys.")
 	}
 	return id, nil

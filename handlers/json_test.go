@@ -31,6 +31,7 @@ func TestDecodeKeyRequests(t *testing.T) {
 		``: "", `null`: "", `[]`: "", `"x"`: "", `{"name": "x"`: "", `{} {}`: "", `{}x`: "",
 		`{"name": 1}`: "name", `{"active": "yes"}`: "active", `{"expires_at": "tomorrow"}`: "expires_at",
 		`{"other": 1}`: "other", `{"NAME": "x"}`: "NAME",
+		`{"name": "a", "name": "b"}`: "name", `{"name": "a",}`: "", `{"name" "a"}`: "", `{1: "a"}`: "",
 	}
 	for _, in := range ok {
 		if err := readKeyRequest([]byte(in)); err != nil {

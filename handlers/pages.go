@@ -18,9 +18,9 @@ func render(c *fiber.Ctx, status int, component templ.Component) error {
 // isHTMX reports whether htmx sent the request, so that it wants a fragment.
 func isHTMX(c *fiber.Ctx) bool { return c.Get("HX-Request") == "true" }
 
-// redirect sends the browser to path: htmx follows HX-Redirect, a plain
-// form post follows 303 See Other.
-func redirect(c *fiber.Ctx, path string) error {
+// Redirect sends the browser to path: htmx follows HX-Redirect, a plain
+// request follows 303 See Other.
+func Redirect(c *fiber.Ctx, path string) error {
 	if isHTMX(c) {
 		c.Set("HX-Redirect", path)
 		return c.SendStatus(fiber.StatusNoContent)

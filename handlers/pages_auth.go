@@ -44,7 +44,7 @@ func (h *AuthPages) ShowSignIn(c *fiber.Ctx) error {
 // where a new user starts.
 func (h *AuthPages) SignUp(c *fiber.Ctx) error {
 	values := map[string]string{"email": c.FormValue("email")}
-	u, err := h.Store.CreateUser(c.Context(), values["email"], c.FormValue("password"))
+	u, err := h.Store.CreateUser(c.UserContext(), values["email"], c.FormValue("password"))
 	if err != nil {
 		if form, ok := formErrors(err, values); ok {
 			return h.show(c, fiber.StatusUnprocessableEntity, true, form)
@@ -54,13 +54,13 @@ func (h *AuthPages) SignUp(c *fiber.Ctx) error {
 	if err := h.Sessions.SignIn(c, u); err != nil {
 		return err
 	}
-	return redirect(c, "/dashboard/billing-keys")
+	return Redirect(c, "/dashboard/billing-keys")
 }
 
 // SignIn: POST /signin, throttled by the same rules as the JSON log-in.
 func (h *AuthPages) SignIn(c *fiber.Ctx) error {
 	values := map[string]string{"email": c.FormValue("email")}
-	u, err := h.Store.CheckPassword(c.Context(), values["email"], c.FormValue("password"), ClientIP(c))
+	u, err := h.Store.CheckPassword(c.UserContext(), values["email"], c.FormValue("password"), ClientIP(c))
 	if err != nil {
 		if e, ok := db.AsError(err); ok && e.Kind == db.KindRateLimited {
 			form := views.Form{Values: values, Errors: map[string]string{"": e.Message}}
@@ -74,7 +74,7 @@ func (h *AuthPages) SignIn(c *fiber.Ctx) error {
 	if err := h.Sessions.SignIn(c, u); err != nil {
 		return err
 	}
-	return redirect(c, "/dashboard/keys")
+	return Redirect(c, "/dashboard/keys")
 }
 
 // SignOut: POST /signout ends this browser session at once.
@@ -82,7 +82,7 @@ func (h *AuthPages) SignOut(c *fiber.Ctx) error {
 	if err := h.Sessions.SignOut(c, false); err != nil {
 		return err
 	}
-	return redirect(c, "/signin")
+	return Redirect(c, "/signin")
 }
 
 // SignOutEverywhere: POST /signout-everywhere ends every session of the
@@ -91,5 +91,5 @@ func (h *AuthPages) SignOutEverywhere(c *fiber.Ctx) error {
 	if err := h.Sessions.SignOut(c, true); err != nil {
 		return err
 	}
-	return redirect(c, "/signin")
+	return Redirect(c, "/signin")
 }

@@ -22,31 +22,24 @@ type KeysPages struct {
 
 var pageKinds = map[apikey.Kind]views.KeyKind{
 	apikey.Proxy: {
-		Path: "/dashboard/keys", Heading: "API Keys", Noun: "API key", Tag: "ms-", Editable: true,
+		Path: "/dashboard/keys", Heading: "API Keys", Nav: "keys", Noun: "API key", Editable: true,
 		Intro: "Proxy keys (ms-…) authenticate your inference requests. Rename or deactivate a key at any time; deleting it is permanent.",
 	},
 	apikey.Billing: {
-		Path: "/dashboard/billing-keys", Heading: "Billing Keys", Noun: "billing key", Tag: "mk-",
+		Path: "/dashboard/billing-keys", Heading: "Billing Keys", Nav: "billing-keys", Noun: "billing key",
 		Intro: "Billing keys (mk-…) let your scripts manage API keys and read balance, usage and transactions through the /api endpoints.",
 	},
-}
-
-func (h *KeysPages) nav() string {
-	if h.Kind == apikey.Billing {
-		return "billing-keys"
-	}
-	return "keys"
 }
 
 // page loads the account's keys into a page; rename, when set, marks the
 // row whose rename failed.
 func (h *KeysPages) page(c *fiber.Ctx, form views.Form, rename map[int64]*views.Form) (views.KeysPage, error) {
-	keys, err := h.Store.ListKeys(c.Context(), Account(c), h.Kind)
+	keys, err := h.Store.ListKeys(c.UserContext(), Account(c), h.Kind)
 	if err != nil {
 		return views.KeysPage{}, err
 	}
 	kind := pageKinds[h.Kind]
-	p := views.KeysPage{Page: newPage(c, kind.Heading, h.nav()), Kind: kind, Form: form, Rows: make([]views.KeyRow, len(keys))}
+	p := views.KeysPage{Page: newPage(c, kind.Heading, kind.Nav), Kind: kind, Form: form, Rows: make([]views.KeyRow, len(keys))}
 	now := time.Now()
 	for i, k := range keys {
 		p.Rows[i] = keyRow(k, now)
@@ -89,7 +82,7 @@ func (h *KeysPages) Create(c *fiber.Ctx) error {
 	var err error
 	if in.ExpiresAt, err = endOfDay(values["expires_at"]); err == nil {
 		var k db.NewKey
-		if k, err = h.Store.CreateKey(c.Context(), Account(c), h.Kind, in); err == nil {
+		if k, err = h.Store.CreateKey(c.UserContext(), Account(c), h.Kind, in); err == nil {
 			return h.reveal(c, k)
 		}
 	}
@@ -158,7 +151,7 @@ func (h *KeysPages) Update(c *fiber.Ctx) error {
 		}
 		up.Active = &active
 	}
-	_, err = h.Store.UpdateKey(c.Context(), Account(c), h.Kind, id, up)
+	_, err = h.Store.UpdateKey(c.UserContext(), Account(c), h.Kind, id, up)
 	if e, ok := db.AsError(err); ok && e.Kind == db.KindInvalid && up.Name != nil {
 		form, _ := formErrors(err, map[string]string{"name": *up.Name})
 		return h.table(c, fiber.StatusUnprocessableEntity, map[int64]*views.Form{id: &form})
@@ -175,7 +168,7 @@ func (h *KeysPages) Delete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := h.Store.DeleteKey(c.Context(), Account(c), h.Kind, id); err != nil {
+	if err := h.Store.DeleteKey(c.UserContext(), Account(c), h.Kind, id); err != nil {
 		return err
 	}
 	return h.table(c, fiber.StatusOK, nil)

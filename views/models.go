@@ -48,8 +48,8 @@ type KeyKind struct {
 	Path     string // "/dashboard/keys"
 	Heading  string
 	Intro    string
+	Nav      string // the section's name in the header: "keys"
 	Noun     string // "API key"
-	Tag      string // "ms-"
 	Editable bool   // rename and deactivate (proxy keys only)
 }
 

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -24,9 +27,13 @@ import (
 )
 
 var (
-	store   *db.Store
-	testCfg = Config{Secret: []byte("test-secret-test-secret-test-secret!"), Port: "0"}
-	app     *fiber.App
+	store *db.Store
+	// app.Test connects from 0.0.0.0; trusting it lets each test sign in from
+	// an address of its own (testAddr), so sign-in throttling never spills
+	// from one test into another.
+	testCfg = Config{Secret: []byte("test-secret-test-secret-test-secret!"), Port: "0",
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32")}}
+	app *fiber.App
 )
 
 func TestMain(m *testing.M) {
@@ -80,6 +87,7 @@ func call(t testing.TB, method, path, auth string, body any) response {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	req.Header.Set("X-Forwarded-For", testAddr(t))
 	res, err := testApp().Test(req, 30_000)
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +101,14 @@ func call(t testing.TB, method, path, auth string, body any) response {
 		}
 	}
 	return r
+}
+
+// testAddr is the client address of a test's requests.
+func testAddr(t testing.TB) string {
+	h := fnv.New32a()
+	h.Write([]byte(t.Name()))
+	n := h.Sum32()
+	return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}).String()
 }
 
 func expect(t testing.TB, r response, status int) response {
@@ -257,10 +273,11 @@ func TestAuthMatrix(t *testing.T) {
 	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(testCfg.derive("jwt"))
 	parts := strings.Split(raw(jwtTok), ".")
 	tampered := parts[0] + "." + strings.TrimRight(parts[1], "=") + "x." + parts[2]
-	badChecksum := raw(mk)[:40] + string("ab"[0]^raw(mk)[40]^'a'|0)
-	if badChecksum == raw(mk) {
-		badChecksum = raw(mk)[:40] + "b"
+	last := byte('a')
+	if raw(mk)[40] == 'a' {
+		last = 'b'
 	}
+	badChecksum := raw(mk)[:40] + string(last)
 
 	type cred struct{ name, header string }
 	bad := []cred{
@@ -300,12 +317,14 @@ func TestAuthMatrix(t *testing.T) {
 		}
 	}
 
-	// A cookie is never a credential for the API.
-	req := httptest.NewRequest("GET", "/api/keys", nil)
-	req.Header.Set("Cookie", "session="+raw(mk))
-	res, _ := testApp().Test(req)
-	if res.StatusCode != 401 {
-		t.Fatalf("cookie credential: %d", res.StatusCode)
+	// A signed-in dashboard cookie is never a credential for the API.
+	browser, _ := signedUp(t)
+	for _, path := range []string{"/api/billing-keys", "/api/keys", "/v1/models"} {
+		req := httptest.NewRequest("GET", path, nil)
+		req.AddCookie(browser.cookies["modelswitch_session"])
+		if res, _ := testApp().Test(req); res.StatusCode != 401 {
+			t.Fatalf("%s with a dashboard cookie: %d", path, res.StatusCode)
+		}
 	}
 }
 
@@ -486,7 +505,7 @@ func TestConcurrentCreatesAndDeletes(t *testing.T) {
 	statuses := make(chan int, 200)
 	for i := range 200 {
 		wg.Go(func() {
-			statuses <- call(t, "POST", "/api/keys", mk, map[string]string{"name": fmt.Sprint("key ", i)}).status
+			statuses <- sendStatus("POST", "/api/keys", mk, fmt.Sprintf(`{"name": "key %d"}`, i))
 		})
 	}
 	wg.Wait()
@@ -504,12 +523,26 @@ func TestConcurrentCreatesAndDeletes(t *testing.T) {
 	path := fmt.Sprintf("/api/keys/%v", keys[0].(map[string]any)["id"])
 	results := make(chan int, 2)
 	for range 2 {
-		wg.Go(func() { results <- call(t, "DELETE", path, mk, nil).status })
+		wg.Go(func() { results <- sendStatus("DELETE", path, mk, "") })
 	}
 	wg.Wait()
 	if a, b := <-results, <-results; a+b != 200+404 {
 		t.Fatalf("two deletes: %d and %d", a, b)
 	}
+}
+
+// sendStatus sends a request from a goroutine, where t.Fatal may not be
+// called, and returns only its status (0 when it could not be sent).
+func sendStatus(method, path, auth, body string) int {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", auth)
+	res, err := testApp().Test(req, 30_000)
+	if err != nil {
+		return 0
+	}
+	res.Body.Close()
+	return res.StatusCode
 }
 
 func TestHealthz(t *testing.T) {
@@ -590,4 +623,93 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestNo5xxFromSignIn sends what a form or a script might: NUL bytes,
+// invalid UTF-8, a huge email. Each gets a 4xx, never a 5xx.
+func TestNo5xxFromSignIn(t *testing.T) {
+	huge := strings.Repeat("a", 20000) + "@example.com"
+	// As JSON text: a NUL, a lone surrogate, a huge email, nonsense.
+	for _, email := range []string{`a\u0000@x.com`, `a\udcff@x.com`, huge, "", "@", "a@b@c"} {
+		for _, path := range []string{"/api/auth/login", "/api/auth/signup"} {
+			body := `{"email": "` + email + `", "password": "12345678"}`
+			if r := call(t, "POST", path, "", body); r.status >= 500 || r.status < 400 {
+				t.Errorf("%s with %.20q: %d %s", path, email, r.status, r.raw)
+			}
+		}
+	}
+	// As form values: raw NUL and invalid UTF-8 bytes.
+	b := newClient(t)
+	b.do("GET", "/signin", nil, false)
+	for _, email := range []string{"a\x00@x.com", "a\xff@x.com", huge} {
+		for _, path := range []string{"/signin", "/signup"} {
+			if p := b.post(path, url.Values{"email": {email}, "password": {"12345678"}}, false); p.status >= 500 || p.status < 400 {
+				t.Errorf("%s with %.20q: %d", path, email, p.status)
+			}
+		}
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("10.0.0.0/8")}
+	a := fiber.New()
+	a.Get("/", func(c *fiber.Ctx) error { return c.SendString(clientIP(c, trusted)) })
+	for xff, want := range map[string]string{
+		"":                               "0.0.0.0",
+		"203.0.113.9":                    "203.0.113.9",
+		"6.6.6.6, 203.0.113.9":           "203.0.113.9", // the client wrote 6.6.6.6
+		"203.0.113.9, 10.1.2.3":          "203.0.113.9", // through two proxies
+		"garbage, 203.0.113.9, 10.1.2.3": "203.0.113.9",
+		"10.1.2.3":                       "10.1.2.3",
+		"::ffff:198.51.100.1":            "198.51.100.1",
+	} {
+		req := httptest.NewRequest("GET", "/", nil)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		res, _ := a.Test(req)
+		got, _ := io.ReadAll(res.Body)
+		if string(got) != want {
+			t.Errorf("X-Forwarded-For %q: %s, want %s", xff, got, want)
+		}
+	}
+	// An untrusted peer's header is ignored.
+	a2 := fiber.New()
+	a2.Get("/", func(c *fiber.Ctx) error { return c.SendString(clientIP(c, nil)) })
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	res, _ := a2.Test(req)
+	if got, _ := io.ReadAll(res.Body); string(got) != "0.0.0.0" {
+		t.Errorf("untrusted peer: %s", got)
+	}
+}
+
+// TestShutdownDrainsInFlightRequests starts a sign-up (slow: argon2), begins
+// a graceful shutdown while it runs, and expects it to finish normally rather
+// than fail with its database work cancelled.
+func TestShutdownDrainsInFlightRequests(t *testing.T) {
+	a := New(testCfg, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Listener(ln)
+	done := make(chan int, 1)
+	go func() {
+		body := fmt.Sprintf(`{"email": "drain%d@example.com", "password": "drain-password"}`, time.Now().UnixNano())
+		res, err := http.Post("http://"+ln.Addr().String()+"/api/auth/signup", "application/json", strings.NewReader(body))
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	time.Sleep(30 * time.Millisecond) // the request is in flight, hashing the password
+	if err := a.ShutdownWithTimeout(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if status := <-done; status != 201 {
+		t.Fatalf("in-flight sign-up during shutdown: %d, want 201", status)
+	}
 }

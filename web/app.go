@@ -44,6 +44,7 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	sessions := session.New(cfg.derive("cookie-hash"), cfg.derive("cookie-block"), cfg.Production, store)
 
 	app.Get("/healthz", handlers.Health(store))
+	app.Use("/healthz", func(*fiber.Ctx) error { return fiber.ErrMethodNotAllowed })
 	app.Use("/assets", compress.New(), filesystem.New(filesystem.Config{
 		Root:   http.FS(assets.Static),
 		MaxAge: 365 * 24 * 3600, // URLs carry a content hash
@@ -78,7 +79,7 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	proxyPages := &handlers.KeysPages{Store: store, Kind: apikey.Proxy}
 	billingPages := &handlers.KeysPages{Store: store, Kind: apikey.Billing}
 
-	pages := app.Group("/", pageHeaders, sessions.Load, session.CheckCSRF)
+	pages := app.Group("/", pageHeaders(cfg.Production), sessions.Load, session.CheckCSRF)
 	pages.Get("/", authPages.Home)
 	pages.Get("/signup", authPages.ShowSignUp)
 	pages.Post("/signup", authPages.SignUp)
@@ -88,15 +89,14 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	pages.Post("/signout-everywhere", requireUser, authPages.SignOutEverywhere)
 
 	dash := pages.Group("/dashboard", requireUser)
-	dash.Get("/", func(c *fiber.Ctx) error { return c.Redirect("/dashboard/keys", fiber.StatusSeeOther) })
-	for path, h := range map[string]*handlers.KeysPages{"/keys": proxyPages, "/billing-keys": billingPages} {
-		dash.Get(path, h.Show)
-		dash.Post(path, h.Create)
-		dash.Post(path+"/:id/delete", h.Delete)
-		if h.Kind == apikey.Proxy {
-			dash.Post(path+"/:id", h.Update)
-		}
-	}
+	dash.Get("/", authPages.Home)
+	dash.Get("/keys", proxyPages.Show)
+	dash.Post("/keys", proxyPages.Create)
+	dash.Post("/keys/:id", proxyPages.Update)
+	dash.Post("/keys/:id/delete", proxyPages.Delete)
+	dash.Get("/billing-keys", billingPages.Show)
+	dash.Post("/billing-keys", billingPages.Create)
+	dash.Post("/billing-keys/:id/delete", billingPages.Delete)
 	app.Use(notFound)
 	return app
 }

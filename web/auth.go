@@ -48,7 +48,7 @@ func requireKey(store *db.Store, kind apikey.Kind) fiber.Handler {
 		if err != nil || got != kind {
 			return unauthorized(c, "wrong_credentials", wants[kind])
 		}
-		userID, err := store.AuthenticateKey(c.Context(), kind, apikey.Digest(tok))
+		userID, err := store.AuthenticateKey(c.UserContext(), kind, apikey.Digest(tok))
 		if err != nil {
 			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
 				return unauthorized(c, e.Code, e.Message+" "+wants[kind])
@@ -74,7 +74,7 @@ func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
 		if err != nil {
 			return unauthorized(c, "invalid_token", "The session token is invalid or expired. "+wantsSession)
 		}
-		owner, err := store.TouchSession(c.Context(), sid, db.APISession, 0)
+		owner, err := store.TouchSession(c.UserContext(), sid, db.APISession, 0)
 		if err != nil {
 			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
 				return unauthorized(c, "invalid_token", "This session has ended. "+wantsSession)
@@ -94,11 +94,7 @@ func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
 func requireUser(c *fiber.Ctx) error {
 	st := session.Current(c)
 	if st.UserID == 0 {
-		if c.Get("HX-Request") == "true" {
-			c.Set("HX-Redirect", "/signin")
-			return c.SendStatus(fiber.StatusUnauthorized)
-		}
-		return c.Redirect("/signin", fiber.StatusSeeOther)
+		return handlers.Redirect(c, "/signin")
 	}
 	handlers.SetAccount(c, st.UserID, "")
 	return c.Next()

@@ -20,11 +20,13 @@ var statusOf = map[db.Kind]int{
 	db.KindNotFound:     fiber.StatusNotFound,
 	db.KindConflict:     fiber.StatusConflict,
 	db.KindRateLimited:  fiber.StatusTooManyRequests,
+	db.KindUnavailable:  fiber.StatusServiceUnavailable,
 }
 
 // fiberCodes names the errors Fiber itself raises (routing, body limits).
 var fiberCodes = map[int]struct{ code, message string }{
 	fiber.StatusNotFound:              {"not_found", "No such endpoint. See the API reference for the routes."},
+	fiber.StatusMethodNotAllowed:      {"method_not_allowed", "This endpoint does not take this method."},
 	fiber.StatusRequestEntityTooLarge: {"body_too_large", "The request body is over 1 MiB."},
 	fiber.StatusUnsupportedMediaType:  {"unsupported_media_type", "Send the body as JSON with Content-Type: application/json."},
 	fiber.StatusBadRequest:            {"bad_request", "The request is malformed."},
@@ -62,9 +64,19 @@ func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, apiError) {
 		Message: "Something went wrong on our side. Try again; if it persists, contact support with the request id " + requestID(c) + "."}
 }
 
+// isAPI tells whether an error is answered as JSON. It reads the raw request
+// URI, which is there even for errors the HTTP server raises before routing.
 func isAPI(c *fiber.Ctx) bool {
-	p := c.Path()
-	return strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/v1/") || p == "/api" || p == "/v1" || p == "/healthz"
+	p, _, _ := strings.Cut(string(c.Request().Header.RequestURI()), "?")
+	if p == "" {
+		return !strings.Contains(c.Get(fiber.HeaderAccept), "text/html")
+	}
+	for _, prefix := range []string{"/api/", "/v1/"} {
+		if strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return p == "/api" || p == "/v1" || p == "/healthz"
 }
 
 // errorHandler replaces Fiber's default, which would send err.Error() to the

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,9 @@ import (
 
 	"modelswitch/handlers"
 )
+
+// requestTimeout bounds the database work of one request.
+const requestTimeout = 10 * time.Second
 
 type ctxKey int
 
@@ -37,6 +41,12 @@ func logRequests(log *slog.Logger, trusted []netip.Prefix) fiber.Handler {
 		c.Set(fiber.HeaderXRequestID, id)
 		ip := clientIP(c, trusted)
 		handlers.SetClientIP(c, ip)
+		// Work done for a request is bounded in time, but not cancelled when a
+		// graceful shutdown begins (fasthttp's own context would be): in-flight
+		// requests finish.
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		c.SetUserContext(ctx)
 		err := c.Next()
 		if err != nil {
 			// Answer now, so that the status logged is the one sent.
@@ -110,9 +120,19 @@ func clientIP(c *fiber.Ctx, trusted []netip.Prefix) string {
 	return addr.String()
 }
 
-// pageHeaders keeps dashboard pages out of caches and frames, and lets them
-// run only this site's own scripts and styles.
-func pageHeaders(c *fiber.Ctx) error {
+// pageHeaders keeps dashboard pages out of caches and frames, lets them run
+// only this site's own scripts and styles and, in production, keeps browsers
+// on HTTPS.
+func pageHeaders(production bool) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if production {
+			c.Set(fiber.HeaderStrictTransportSecurity, "max-age=31536000; includeSubDomains")
+		}
+		return securePage(c)
+	}
+}
+
+func securePage(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentSecurityPolicy, "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
 		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")

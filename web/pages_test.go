@@ -54,6 +54,7 @@ func (b *client) do(method, path string, form url.Values, htmx bool) page {
 		req.Header.Set("HX-Request", "true")
 		req.Header.Set("X-CSRF-Token", b.csrf)
 	}
+	req.Header.Set("X-Forwarded-For", testAddr(b.t))
 	for _, c := range b.cookies {
 		req.AddCookie(c)
 	}
@@ -124,8 +125,9 @@ func TestPagesNeedASession(t *testing.T) {
 			t.Errorf("%s redirects to %q", path, p.header.Get("Location"))
 		}
 	}
+	b.do("GET", "/signin", nil, false) // a visitor's CSRF token
 	p := b.do("POST", "/dashboard/keys", url.Values{"name": {"x"}}, true)
-	if p.status != 401 && p.status != 403 {
+	if p.status != 204 || p.header.Get("HX-Redirect") != "/signin" {
 		t.Fatalf("htmx post without a session: %d", p.status)
 	}
 }

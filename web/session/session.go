@@ -79,7 +79,7 @@ func (m *Manager) Load(c *fiber.Ctx) error {
 		dirty = true
 	}
 	if st.sessionID != "" {
-		userID, err := m.store.TouchSession(c.Context(), st.sessionID, db.BrowserSession, IdleTimeout)
+		userID, err := m.store.TouchSession(c.UserContext(), st.sessionID, db.BrowserSession, IdleTimeout)
 		switch {
 		case err == db.ErrSessionEnded:
 			delete(cookie.Values, "sid")
@@ -126,11 +126,11 @@ var ErrCSRF = fiber.NewError(fiber.StatusForbidden, "This form has expired. Relo
 func (m *Manager) SignIn(c *fiber.Ctx, user db.User) error {
 	st := Current(c)
 	if st.sessionID != "" {
-		if err := m.store.DeleteSession(c.Context(), st.sessionID); err != nil {
+		if err := m.store.DeleteSession(c.UserContext(), st.sessionID); err != nil {
 			return err
 		}
 	}
-	sess, err := m.store.CreateSession(c.Context(), user.ID, db.BrowserSession, AbsoluteTimeout)
+	sess, err := m.store.CreateSession(c.UserContext(), user.ID, db.BrowserSession, AbsoluteTimeout)
 	if err != nil {
 		return err
 	}
@@ -150,9 +150,9 @@ func (m *Manager) SignOut(c *fiber.Ctx, everywhere bool) error {
 	var err error
 	switch {
 	case everywhere && st.UserID != 0:
-		err = m.store.DeleteUserSessions(c.Context(), st.UserID)
+		err = m.store.DeleteUserSessions(c.UserContext(), st.UserID)
 	case st.sessionID != "":
-		err = m.store.DeleteSession(c.Context(), st.sessionID)
+		err = m.store.DeleteSession(c.UserContext(), st.sessionID)
 	}
 	if err != nil {
 		return err
