@@ -460,6 +460,22 @@ func TestBodyLimitsAndMediaType(t *testing.T) {
 	if res.StatusCode != 413 || !strings.Contains(string(raw), `"code":"body_too_large"`) {
 		t.Fatalf("over 1 MiB: %d %s", res.StatusCode, raw)
 	}
+	// The same over a chunked body, whose size is only known while reading it.
+	conn, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /api/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", MaxBody+1)
+	go conn.Write([]byte(strings.Repeat("x", MaxBody+1) + "\r\n0\r\n\r\n"))
+	res, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = io.ReadAll(res.Body)
+	conn.Close()
+	if res.StatusCode != 413 || !strings.Contains(string(raw), `"code":"body_too_large"`) {
+		t.Fatalf("chunked over 1 MiB: %d %s", res.StatusCode, raw)
+	}
 	ln.Close()
 	req := httptest.NewRequest("POST", "/api/keys", strings.NewReader(`name=x`))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -64,19 +64,15 @@ func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, apiError) {
 		Message: "Something went wrong on our side. Try again; if it persists, contact support with the request id " + requestID(c) + "."}
 }
 
-// isAPI tells whether an error is answered as JSON. It reads the raw request
-// URI, which is there even for errors the HTTP server raises before routing.
+// isAPI tells whether an error is answered as JSON: under /api, /v1 and
+// /healthz, and for errors the HTTP server raises before a request reaches
+// the middleware (an oversized body or header), which carry no request id.
 func isAPI(c *fiber.Ctx) bool {
-	p, _, _ := strings.Cut(string(c.Request().Header.RequestURI()), "?")
-	if p == "" {
-		return !strings.Contains(c.Get(fiber.HeaderAccept), "text/html")
+	if requestID(c) == "" {
+		return true
 	}
-	for _, prefix := range []string{"/api/", "/v1/"} {
-		if strings.HasPrefix(p, prefix) {
-			return true
-		}
-	}
-	return p == "/api" || p == "/v1" || p == "/healthz"
+	p := c.Path()
+	return strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/v1/") || p == "/api" || p == "/v1" || p == "/healthz"
 }
 
 // errorHandler replaces Fiber's default, which would send err.Error() to the
