@@ -640,6 +640,11 @@ func TestBrowserKeyLifecycle(t *testing.T) {
 	b.wantMarked("creating a billing key")
 	b.wantNoSecret(mk)
 	b.shot("05-billing-key-listed")
+	// Away and back again: nothing kept the key (no htmx history cache, no-store).
+	b.submit(tid("nav-keys"))
+	b.do("go back", chromedp.NavigateBack())
+	b.waitVisible(tid("key-row"))
+	b.wantNoSecret(mk)
 
 	// The API Keys page starts empty; a script makes a key with the billing key.
 	b.submit(tid("nav-keys"))
@@ -845,6 +850,11 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 		b.fatalf("the key is shown again on the next visit")
 	}
 	b.wantNoSecret(mk)
+	// Back to the page that revealed it: the browser kept no copy (no-store).
+	b.do("go back", chromedp.NavigateBack())
+	b.wantNoSecret(mk)
+	b.shot("21b-nojs-back-after-reveal")
+	b.nav("/dashboard/billing-keys")
 
 	// The API Keys page: a bad name is refused next to the field, typed value kept.
 	b.submit(tid("nav-keys"))
