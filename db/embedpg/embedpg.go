@@ -13,7 +13,9 @@ package embedpg
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -86,21 +88,13 @@ func Start(ctx context.Context, dir, dbname string, log *slog.Logger) (*Server, 
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
+	logPath := dir + ".log"
 	if as != nil {
-		for _, c := range []struct {
-			path string
-			perm os.FileMode
-		}{
-			{filepath.Join(native, "bin", "initdb"), 1}, {filepath.Join(native, "bin", "postgres"), 1},
-			{filepath.Join(native, "lib"), 5}, {filepath.Join(native, "share"), 5}, {filepath.Dir(dir), 1},
-		} {
-			if err := checkAccess(c.path, as.uid, as.gid, c.perm); err != nil {
-				return nil, fmt.Errorf("embedpg: %w", err)
-			}
+		if native, dir, err = reachable(native, dir, as, log); err != nil {
+			return nil, err
 		}
 	}
 
-	logPath := dir + ".log"
 	logFile, err := openLog(logPath)
 	if err != nil {
 		return nil, err
@@ -490,4 +484,73 @@ func logTail(path string, off int64) string {
 		lines = lines[len(lines)-20:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// reachable returns where the unprivileged user can run PostgreSQL from. A
+// checkout under a directory it cannot search (root's 0700 home, a mktemp
+// directory) gets a copy of the binaries and a data directory under the
+// system's temporary directory, keyed by the original paths, so that they
+// are reused on the next start.
+func reachable(native, dir string, as *runAs, log *slog.Logger) (string, string, error) {
+	if checkAccess(filepath.Join(native, "bin", "postgres"), as.uid, as.gid, 1) != nil ||
+		checkAccess(filepath.Join(native, "share"), as.uid, as.gid, 5) != nil {
+		staged := filepath.Join(os.TempDir(), "modelswitch-postgres-"+shortHash(native))
+		if _, err := os.Stat(staged); errors.Is(err, fs.ErrNotExist) {
+			tmp, err := os.MkdirTemp(os.TempDir(), "modelswitch-postgres-copy-")
+			if err != nil {
+				return "", "", err
+			}
+			if err := os.CopyFS(filepath.Join(tmp, "native"), os.DirFS(native)); err != nil {
+				os.RemoveAll(tmp)
+				return "", "", fmt.Errorf("embedpg: copy the PostgreSQL binaries: %w", err)
+			}
+			if err := filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+				if err != nil || d.Type()&fs.ModeSymlink != 0 {
+					return err
+				}
+				return os.Chmod(p, map[bool]fs.FileMode{true: 0o755, false: 0o644}[d.IsDir() || isExecutable(p)])
+			}); err != nil {
+				return "", "", err
+			}
+			if err := os.Rename(tmp, staged); err != nil && !errors.Is(err, fs.ErrExist) {
+				os.RemoveAll(tmp)
+				if _, serr := os.Stat(staged); serr != nil { // not a lost race with another start
+					return "", "", err
+				}
+			}
+		}
+		log.Info("PostgreSQL binaries copied where the unprivileged user can run them", "dir", staged)
+		native = filepath.Join(staged, "native")
+	}
+	if checkAccess(filepath.Dir(dir), as.uid, as.gid, 1) != nil {
+		parent := filepath.Join(os.TempDir(), "modelswitch-data-"+shortHash(dir))
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return "", "", err
+		}
+		log.Warn("the data directory is not reachable by the unprivileged PostgreSQL user; using another",
+			"wanted", dir, "using", filepath.Join(parent, filepath.Base(dir)))
+		dir = filepath.Join(parent, filepath.Base(dir))
+	}
+	for _, c := range []struct {
+		path string
+		perm os.FileMode
+	}{
+		{filepath.Join(native, "bin", "initdb"), 1}, {filepath.Join(native, "bin", "postgres"), 1},
+		{filepath.Join(native, "lib"), 5}, {filepath.Join(native, "share"), 5}, {filepath.Dir(dir), 1},
+	} {
+		if err := checkAccess(c.path, as.uid, as.gid, c.perm); err != nil {
+			return "", "", fmt.Errorf("embedpg: %w", err)
+		}
+	}
+	return native, dir, nil
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:6])
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode()&0o111 != 0
 }

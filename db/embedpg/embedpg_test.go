@@ -198,3 +198,44 @@ func TestHydrateSymlinks(t *testing.T) {
 		t.Error("path escaping the package was accepted")
 	}
 }
+
+// TestReachableFromPrivateDirectory: a checkout under a directory the
+// unprivileged user cannot search gets a copy of the binaries and a data
+// directory it can reach.
+func TestReachableFromPrivateDirectory(t *testing.T) {
+	as, _ := unprivilegedUser()
+	if as == nil {
+		t.Skip("only root runs PostgreSQL as another user")
+	}
+	private := t.TempDir() // 0700
+	native := filepath.Join(private, "native")
+	for _, d := range []string{"bin", "lib", "share"} {
+		if err := os.MkdirAll(filepath.Join(native, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"bin/initdb", "bin/postgres"} {
+		if err := os.WriteFile(filepath.Join(native, f), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Symlink("postgres", filepath.Join(native, "bin", "postmaster"))
+	gotNative, gotDir, err := reachable(native, filepath.Join(private, ".data", "postgres"), as, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(gotNative)); os.RemoveAll(filepath.Dir(gotDir)) })
+	if strings.HasPrefix(gotNative, private) || strings.HasPrefix(gotDir, private) {
+		t.Fatalf("still under the private directory: %s, %s", gotNative, gotDir)
+	}
+	if err := checkAccess(filepath.Join(gotNative, "bin", "postgres"), as.uid, as.gid, 1); err != nil {
+		t.Fatal(err)
+	}
+	if target, err := os.Readlink(filepath.Join(gotNative, "bin", "postmaster")); err != nil || target != "postgres" {
+		t.Fatalf("symlink not kept: %q %v", target, err)
+	}
+	again, _, err := reachable(native, filepath.Join(private, ".data", "postgres"), as, slog.New(slog.DiscardHandler))
+	if err != nil || again != gotNative {
+		t.Fatalf("second start: %s %v, want the same copy %s", again, err, gotNative)
+	}
+}
