@@ -77,7 +77,6 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.JSON(struct {
 		Token     string `json:"token"`
 		ExpiresAt string `json:"expiresAt"`

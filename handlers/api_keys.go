@@ -47,7 +47,8 @@ func (h *KeysAPI) List(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"keys": out})
 }
 
-// Create: POST {"name", "expires_at"?} → 201 with the key, shown this once.
+// Create: POST {"name", "expires_at"?} → 201 with the key, shown this once
+// (every /api answer is no-store: web.noStore).
 func (h *KeysAPI) Create(c *fiber.Ctx) error {
 	o, err := decodeObject(c.Body())
 	if err != nil {
@@ -72,7 +73,6 @@ func (h *KeysAPI) Create(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(fiber.StatusCreated).JSON(struct {
 		ID        int64   `json:"id"`
 		Key       string  `json:"key"`

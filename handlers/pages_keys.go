@@ -75,16 +75,13 @@ func (h *KeysPages) Show(c *fiber.Ctx) error {
 
 // Create: POST name and expires_at (a date). With htmx the answer is the
 // reveal modal plus the refreshed table and form; without JavaScript it is
-// the page with the key shown once. Either way it is never cached.
+// the page with the key shown once. Neither is cached: every dashboard
+// answer is no-store (web.pageHeaders).
 func (h *KeysPages) Create(c *fiber.Ctx) error {
 	values := map[string]string{"name": c.FormValue("name"), "expires_at": c.FormValue("expires_at")}
-	in := db.KeyInput{Name: values["name"]}
-	var err error
-	if in.ExpiresAt, err = endOfDay(values["expires_at"]); err == nil {
-		var k db.NewKey
-		if k, err = h.Store.CreateKey(c.UserContext(), Account(c), h.Kind, in); err == nil {
-			return h.reveal(c, k)
-		}
+	k, err := h.create(c, values)
+	if err == nil {
+		return h.reveal(c, k)
 	}
 	form, ok := formErrors(err, values)
 	if !ok {
@@ -102,8 +99,15 @@ func (h *KeysPages) Create(c *fiber.Ctx) error {
 	return render(c, fiber.StatusUnprocessableEntity, views.KeysView(p))
 }
 
+func (h *KeysPages) create(c *fiber.Ctx, values map[string]string) (db.NewKey, error) {
+	expires, err := endOfDay(values["expires_at"])
+	if err != nil {
+		return db.NewKey{}, err
+	}
+	return h.Store.CreateKey(c.UserContext(), Account(c), h.Kind, db.KeyInput{Name: values["name"], ExpiresAt: expires})
+}
+
 func (h *KeysPages) reveal(c *fiber.Ctx, k db.NewKey) error {
-	c.Set(fiber.HeaderCacheControl, "no-store")
 	p, err := h.page(c, views.Form{}, nil)
 	if err != nil {
 		return err

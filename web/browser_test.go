@@ -757,6 +757,27 @@ func TestBrowserRevealModalClose(t *testing.T) {
 
 	key1, id1 := b.createInModal("Never copied", billingKeyRE)
 	confirm := within(modal, tid("close-confirm"))
+
+	// Focus starts on the key and Tab cycles inside the modal, never behind it.
+	focused := func() string {
+		return tabEval[string](b, `(() => { const e = document.activeElement;
+			return (e && e.closest("#reveal-modal") ? "modal:" : "page:") + (e && (e.dataset.testid || e.tagName)) })()`)
+	}
+	if got := focused(); got != "modal:revealed-key" {
+		b.fatalf("focus after the modal opened: %s, want the key field", got)
+	}
+	seen := map[string]bool{}
+	for range 6 {
+		b.press(kb.Tab)
+		got := focused()
+		if !strings.HasPrefix(got, "modal:") {
+			b.fatalf("Tab moved focus out of the modal, to %s", got)
+		}
+		seen[got] = true
+	}
+	if !seen["modal:revealed-key"] || !seen["modal:close-modal"] {
+		b.fatalf("Tab did not cycle through the modal's controls: %v", seen)
+	}
 	if b.exists(confirm) && tabEval[bool](b, `document.querySelector(`+jsQuote(confirm)+`).checkVisibility()`) {
 		b.fatalf("the close confirmation shows before anyone asked to close")
 	}
