@@ -37,7 +37,7 @@ test-go:
 	CHROMIUM=$${CHROMIUM:-$$(command -v chromium || command -v chromium-browser)} $(GO) test -race -count=1 ./...
 
 bin/withpg: $(GOFILES)
-	$(GO) build -o $@ ./db/embedpg/cmd/withpg
+	$(GO) build -o $@ ./dev/withpg
 
 # Debian's Chromium drives the dashboard tests; nothing downloads a browser.
 browser:

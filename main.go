@@ -14,8 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"modelswitch/config"
 	"modelswitch/db"
-	"modelswitch/db/embedpg"
+	"modelswitch/dev/embedpg"
 	"modelswitch/web"
 )
 
@@ -35,7 +36,7 @@ func run(cmd string, log *slog.Logger) error {
 	if cmd != "serve" && cmd != "migrate" {
 		return fmt.Errorf("unknown command %q: use serve or migrate", cmd)
 	}
-	cfg, err := web.LoadConfig(os.Getenv)
+	cfg, err := config.Load(os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func run(cmd string, log *slog.Logger) error {
 
 // listenAddr keeps a development server on this machine; in production the
 // platform routes to every interface.
-func listenAddr(cfg web.Config) string {
+func listenAddr(cfg config.Config) string {
 	if cfg.Production {
 		return ":" + cfg.Port
 	}

@@ -39,6 +39,20 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	return &Store{db: conn}, nil
 }
 
+// withTx runs fn in one transaction: committed when fn returns nil, rolled
+// back otherwise, so a failed multi-statement write leaves nothing behind.
+func (s *Store) withTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
 // Close releases the connection pool.
 func (s *Store) Close() error { return s.db.Close() }
 

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"modelswitch/db/apikey"
+	"modelswitch/errs"
 )
 
 // Key is a proxy or billing key as it is stored: never the key itself.
 type Key struct {
 	ID         int64       `db:"id"`
+	UserID     int64       `db:"user_id"`
 	Kind       apikey.Kind `db:"kind"`
 	Name       string      `db:"name"`
 	Prefix     string      `db:"prefix"`
@@ -21,9 +23,30 @@ type Key struct {
 	LastUsedAt *time.Time  `db:"last_used_at"`
 }
 
-// NewKey is a key just created: the only time its secret exists outside the
-// client.
-type NewKey struct {
+// KeyStatus is whether a key works now.
+type KeyStatus string
+
+const (
+	KeyActive   KeyStatus = "Active"
+	KeyInactive KeyStatus = "Inactive"
+	KeyExpired  KeyStatus = "Expired"
+)
+
+// Status says whether the key works at now. A key stops working on its own
+// when it expires, so this is computed, never stored.
+func (k Key) Status(now time.Time) KeyStatus {
+	switch {
+	case !k.Active:
+		return KeyInactive
+	case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
+		return KeyExpired
+	}
+	return KeyActive
+}
+
+// CreatedKey is a key just created: the only time its secret exists outside
+// the client.
+type CreatedKey struct {
 	Key
 	Secret string
 }
@@ -40,23 +63,23 @@ type KeyUpdate struct {
 	Active *bool
 }
 
-const keyColumns = `id, kind, name, prefix, active, created_at, expires_at, last_used_at`
+const keyColumns = `id, user_id, kind, name, prefix, active, created_at, expires_at, last_used_at`
 
 // CreateKey validates in and creates a key of kind on the account.
-func (s *Store) CreateKey(ctx context.Context, userID int64, kind apikey.Kind, in KeyInput) (NewKey, error) {
+func (s *Store) CreateKey(ctx context.Context, userID int64, kind apikey.Kind, in KeyInput) (CreatedKey, error) {
 	name, err := normalizeKeyName(in.Name)
 	if err != nil {
-		return NewKey{}, err
+		return CreatedKey{}, err
 	}
 	expires, err := normalizeExpiry(in.ExpiresAt, time.Now())
 	if err != nil {
-		return NewKey{}, err
+		return CreatedKey{}, err
 	}
 	secret, err := apikey.Generate(kind)
 	if err != nil {
-		return NewKey{}, err
+		return CreatedKey{}, err
 	}
-	k := NewKey{Secret: secret}
+	k := CreatedKey{Secret: secret}
 	err = s.db.GetContext(ctx, &k.Key, `
 		INSERT INTO api_keys (user_id, kind, name, prefix, digest, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6)
@@ -78,7 +101,7 @@ func (s *Store) ListKeys(ctx context.Context, userID int64, kind apikey.Kind) ([
 // UpdateKey renames, deactivates or reactivates one of the account's keys.
 func (s *Store) UpdateKey(ctx context.Context, userID int64, kind apikey.Kind, id int64, up KeyUpdate) (Key, error) {
 	if up.Name == nil && up.Active == nil {
-		return Key{}, Invalid("", "empty_update", `Send at least one of "name" and "active".`)
+		return Key{}, errs.InvalidField("", "empty_update", `Send at least one of "name" and "active".`)
 	}
 	var name *string
 	if up.Name != nil {
@@ -117,32 +140,27 @@ func (s *Store) DeleteKey(ctx context.Context, userID int64, kind apikey.Kind, i
 // a minute per key, so that authenticating stays a read on the hot path.
 const lastUsedEvery = time.Minute
 
-// AuthenticateKey returns the account of an active, unexpired key of kind
-// with this digest, and records its use.
-func (s *Store) AuthenticateKey(ctx context.Context, kind apikey.Kind, digest []byte) (int64, error) {
-	var row struct {
-		ID       int64 `db:"id"`
-		UserID   int64 `db:"user_id"`
-		Recorded bool  `db:"recorded"`
-	}
-	err := s.db.GetContext(ctx, &row, `
-		SELECT id, user_id, coalesce(last_used_at > now() - make_interval(secs => $3), false) AS recorded
-		FROM api_keys
-		WHERE digest = $1 AND kind = $2 AND active AND (expires_at IS NULL OR expires_at > now())`,
-		digest, kind, int64(lastUsedEvery.Seconds()))
+// VerifyKey returns the key of kind with this digest, whatever its status:
+// the caller checks Status on every request, so that a cached key expires on
+// time too. It only reads.
+func (s *Store) VerifyKey(ctx context.Context, kind apikey.Kind, digest []byte) (Key, error) {
+	var k Key
+	err := s.db.GetContext(ctx, &k, `SELECT `+keyColumns+` FROM api_keys WHERE digest = $1 AND kind = $2`, digest, kind)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, errUnknownKey
+		return Key{}, ErrUnknownKey
 	}
-	if err != nil {
-		return 0, err
-	}
-	if !row.Recorded {
-		if _, err := s.db.ExecContext(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1`, row.ID); err != nil {
-			return 0, err
-		}
-	}
-	return row.UserID, nil
+	return k, err
 }
 
-var errUnknownKey = &Error{Kind: KindUnauthorized, Code: "invalid_api_key",
-	Message: "This key is unknown, inactive, expired or deleted."}
+// RecordKeyUse sets the key's last use to now, unless it was recorded less
+// than a minute ago.
+func (s *Store) RecordKeyUse(ctx context.Context, k Key) error {
+	if k.LastUsedAt != nil && time.Since(*k.LastUsedAt) < lastUsedEvery {
+		return nil
+	}
+	_, err := s.db.ExecContext(ctx, `
+		UPDATE api_keys SET last_used_at = now()
+		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
+		k.ID, int64(lastUsedEvery.Seconds()))
+	return err
+}

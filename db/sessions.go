@@ -9,12 +9,12 @@ import (
 	"time"
 )
 
-// SessionKind separates API sessions (JWTs) from browser cookie sessions.
-type SessionKind string
+// SessionType separates API sessions (JWTs) from browser cookie sessions.
+type SessionType string
 
 const (
-	APISession     SessionKind = "api"
-	BrowserSession SessionKind = "browser"
+	APISession     SessionType = "api"
+	BrowserSession SessionType = "browser"
 )
 
 // Session is a signed-in session that the server can revoke.
@@ -25,7 +25,7 @@ type Session struct {
 }
 
 // CreateSession starts a session with a fresh random id that ends after ttl.
-func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionKind, ttl time.Duration) (Session, error) {
+func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionType, ttl time.Duration) (Session, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return Session{}, err
@@ -42,7 +42,7 @@ func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionKin
 // TouchSession returns the user of a live session and marks it as seen.
 // A session unseen for longer than idle (when idle > 0), past its expiry or
 // deleted has ended.
-func (s *Store) TouchSession(ctx context.Context, id string, kind SessionKind, idle time.Duration) (int64, error) {
+func (s *Store) TouchSession(ctx context.Context, id string, kind SessionType, idle time.Duration) (int64, error) {
 	var userID int64
 	var err error
 	if idle > 0 {

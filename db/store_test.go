@@ -12,6 +12,7 @@ import (
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/db/dbtest"
+	"modelswitch/errs"
 )
 
 var store *db.Store
@@ -22,16 +23,16 @@ var ctx = context.Background()
 
 func newUser(t testing.TB) db.User {
 	t.Helper()
-	u, err := store.CreateUser(ctx, fmt.Sprintf("user%d@example.com", time.Now().UnixNano()), "correct horse")
+	u, err := store.CreateUser(ctx, dbtest.Email("store"), "correct horse")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return u
 }
 
-func wantKind(t *testing.T, err error, kind db.Kind) *db.Error {
+func wantKind(t *testing.T, err error, kind errs.Kind) *errs.Error {
 	t.Helper()
-	e, ok := db.AsError(err)
+	e, ok := errs.As(err)
 	if !ok || e.Kind != kind {
 		t.Fatalf("error = %v, want kind %d", err, kind)
 	}
@@ -72,7 +73,7 @@ func TestCreateUser(t *testing.T) {
 		t.Fatalf("user = %+v", u)
 	}
 	_, err = store.CreateUser(ctx, "mixed.case"+email[12:], "another password")
-	if wantKind(t, err, db.KindConflict); err != db.ErrEmailTaken {
+	if wantKind(t, err, errs.Conflict); err != db.ErrEmailTaken {
 		t.Fatalf("duplicate email regardless of case: %v", err)
 	}
 	for _, bad := range []struct{ email, password, field string }{
@@ -83,7 +84,7 @@ func TestCreateUser(t *testing.T) {
 		{"ok@example.com", string(make([]byte, 257)), "password"},
 	} {
 		_, err := store.CreateUser(ctx, bad.email, bad.password)
-		if e := wantKind(t, err, db.KindInvalid); e.Field != bad.field {
+		if e := wantKind(t, err, errs.Invalid); e.Field != bad.field {
 			t.Errorf("%q/%q: field %q, want %q", bad.email, bad.password, e.Field, bad.field)
 		}
 	}
@@ -107,7 +108,7 @@ func TestCheckPasswordAndThrottle(t *testing.T) {
 		}
 	}
 	_, err = store.CheckPassword(ctx, u.Email, "correct horse", "192.0.2.3")
-	if e := wantKind(t, err, db.KindRateLimited); e.RetryAfter <= 0 || e.RetryAfter > 15*time.Minute {
+	if e := wantKind(t, err, errs.RateLimited); e.RetryAfter <= 0 || e.RetryAfter > 15*time.Minute {
 		t.Fatalf("retry after %v", e.RetryAfter)
 	}
 	// Another account from the same address is not locked out.
@@ -127,7 +128,7 @@ func TestThrottlePerAddress(t *testing.T) {
 			break
 		}
 	}
-	wantKind(t, err, db.KindRateLimited)
+	wantKind(t, err, errs.RateLimited)
 }
 
 func TestKeysLifecycle(t *testing.T) {
@@ -184,7 +185,7 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Fatalf("rename: %+v %v", k, err)
 	}
 	_, err = store.UpdateKey(ctx, u.ID, apikey.Proxy, a.ID, db.KeyUpdate{})
-	wantKind(t, err, db.KindInvalid)
+	wantKind(t, err, errs.Invalid)
 
 	if err := store.DeleteKey(ctx, u.ID, apikey.Proxy, a.ID); err != nil {
 		t.Fatal(err)
@@ -210,7 +211,7 @@ func TestKeyValidation(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := store.CreateKey(ctx, u.ID, apikey.Proxy, c.in)
-		if e := wantKind(t, err, db.KindInvalid); e.Field != c.field {
+		if e := wantKind(t, err, errs.Invalid); e.Field != c.field {
 			t.Errorf("%q: field %q, want %q", c.in.Name, e.Field, c.field)
 		}
 	}
@@ -222,42 +223,74 @@ func TestKeyValidation(t *testing.T) {
 	}
 }
 
-func TestAuthenticateKey(t *testing.T) {
+func TestVerifyKey(t *testing.T) {
 	u := newUser(t)
 	k, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "auth"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	digest := apikey.Digest(k.Secret)
-	if id, err := store.AuthenticateKey(ctx, apikey.Proxy, digest); err != nil || id != u.ID {
-		t.Fatalf("active key: %d %v", id, err)
+	got, err := store.VerifyKey(ctx, apikey.Proxy, digest)
+	if err != nil || got.ID != k.ID || got.UserID != u.ID || got.Status(time.Now()) != db.KeyActive {
+		t.Fatalf("active key: %+v %v", got, err)
 	}
-	if _, err := store.AuthenticateKey(ctx, apikey.Billing, digest); err == nil {
-		t.Fatal("a proxy key authenticated as a billing key")
+	if _, err := store.VerifyKey(ctx, apikey.Billing, digest); err != db.ErrUnknownKey {
+		t.Fatalf("a proxy key verified as a billing key: %v", err)
 	}
-	keys, _ := store.ListKeys(ctx, u.ID, apikey.Proxy)
-	if keys[0].LastUsedAt == nil {
-		t.Fatal("last use not recorded")
+	if got.LastUsedAt != nil {
+		t.Fatal("verifying wrote a last use: it must only read")
+	}
+	if err := store.RecordKeyUse(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = store.VerifyKey(ctx, apikey.Proxy, digest)
+	if got.LastUsedAt == nil || time.Since(*got.LastUsedAt) > time.Minute {
+		t.Fatalf("last use not recorded: %v", got.LastUsedAt)
 	}
 	off := false
 	store.UpdateKey(ctx, u.ID, apikey.Proxy, k.ID, db.KeyUpdate{Active: &off})
-	_, err = store.AuthenticateKey(ctx, apikey.Proxy, digest)
-	wantKind(t, err, db.KindUnauthorized)
+	got, _ = store.VerifyKey(ctx, apikey.Proxy, digest)
+	if got.Status(time.Now()) != db.KeyInactive {
+		t.Fatalf("deactivated key: %s", got.Status(time.Now()))
+	}
+	store.DeleteKey(ctx, u.ID, apikey.Proxy, k.ID)
+	_, err = store.VerifyKey(ctx, apikey.Proxy, digest)
+	wantKind(t, err, errs.Unauthorized)
+}
+
+func TestKeyStatus(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	past, future := now.Add(-time.Second), now.Add(time.Second)
+	for _, c := range []struct {
+		key  db.Key
+		want db.KeyStatus
+	}{
+		{db.Key{Active: true}, db.KeyActive},
+		{db.Key{Active: true, ExpiresAt: &future}, db.KeyActive},
+		{db.Key{Active: true, ExpiresAt: &now}, db.KeyExpired},
+		{db.Key{Active: true, ExpiresAt: &past}, db.KeyExpired},
+		{db.Key{Active: false, ExpiresAt: &past}, db.KeyInactive},
+		{db.Key{Active: false}, db.KeyInactive},
+	} {
+		if got := c.key.Status(now); got != c.want {
+			t.Errorf("%+v: %s, want %s", c.key, got, c.want)
+		}
+	}
 }
 
 func TestConcurrentCreatesAndDeletes(t *testing.T) {
 	u := newUser(t)
 	var wg sync.WaitGroup
-	errs := make(chan error, 200)
+	failures := make(chan error, 200)
 	for i := range 200 {
 		wg.Go(func() {
 			_, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: fmt.Sprint("key ", i)})
-			errs <- err
+			failures <- err
 		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
+	close(failures)
+	for err := range failures {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,32 +323,62 @@ func TestSessions(t *testing.T) {
 	if _, err := store.TouchSession(ctx, s.ID, db.BrowserSession, 0); err != db.ErrSessionEnded {
 		t.Fatalf("an API session used as a browser session: %v", err)
 	}
-	store.DeleteSession(ctx, s.ID)
+	if err := store.DeleteSession(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := store.TouchSession(ctx, s.ID, db.APISession, 0); err != db.ErrSessionEnded {
 		t.Fatalf("deleted session: %v", err)
 	}
-	short, _ := store.CreateSession(ctx, u.ID, db.BrowserSession, -time.Second)
+	short := createSession(t, u.ID, db.BrowserSession, -time.Second)
 	if _, err := store.TouchSession(ctx, short.ID, db.BrowserSession, time.Hour); err != db.ErrSessionEnded {
 		t.Fatalf("expired session: %v", err)
 	}
-	b1, _ := store.CreateSession(ctx, u.ID, db.BrowserSession, time.Hour)
-	b2, _ := store.CreateSession(ctx, u.ID, db.APISession, time.Hour)
-	store.DeleteUserSessions(ctx, u.ID)
-	for _, id := range []string{b1.ID, b2.ID} {
-		if _, err := store.TouchSession(ctx, id, db.BrowserSession, time.Hour); err != db.ErrSessionEnded {
-			t.Fatalf("after signing out everywhere: %v", err)
+
+	// Signing out everywhere ends sessions of both types, each checked as
+	// its own type, and leaves other accounts' sessions alone.
+	browser := createSession(t, u.ID, db.BrowserSession, time.Hour)
+	api := createSession(t, u.ID, db.APISession, time.Hour)
+	other := newUser(t)
+	bystander := createSession(t, other.ID, db.BrowserSession, time.Hour)
+	for _, live := range []struct {
+		s   db.Session
+		typ db.SessionType
+	}{{browser, db.BrowserSession}, {api, db.APISession}} {
+		if id, err := store.TouchSession(ctx, live.s.ID, live.typ, time.Hour); err != nil || id != u.ID {
+			t.Fatalf("%s session before signing out: %d %v", live.typ, id, err)
 		}
+	}
+	if err := store.DeleteUserSessions(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.TouchSession(ctx, browser.ID, db.BrowserSession, time.Hour); err != db.ErrSessionEnded {
+		t.Fatalf("browser session after signing out everywhere: %v", err)
+	}
+	if _, err := store.TouchSession(ctx, api.ID, db.APISession, 0); err != db.ErrSessionEnded {
+		t.Fatalf("API session after signing out everywhere: %v", err)
+	}
+	if id, err := store.TouchSession(ctx, bystander.ID, db.BrowserSession, time.Hour); err != nil || id != other.ID {
+		t.Fatalf("another account's session after signing out everywhere: %d %v", id, err)
 	}
 }
 
-func BenchmarkAuthenticateKey(b *testing.B) {
+func createSession(t *testing.T, userID int64, typ db.SessionType, ttl time.Duration) db.Session {
+	t.Helper()
+	s, err := store.CreateSession(ctx, userID, typ, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func BenchmarkVerifyKey(b *testing.B) {
 	u := newUser(b)
 	k, err := store.CreateKey(ctx, u.ID, apikey.Proxy, db.KeyInput{Name: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := store.AuthenticateKey(ctx, apikey.Proxy, apikey.Digest(k.Secret)); err != nil {
+		if _, err := store.VerifyKey(ctx, apikey.Proxy, apikey.Digest(k.Secret)); err != nil {
 			b.Fatal(err)
 		}
 	}

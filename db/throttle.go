@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"modelswitch/errs"
 )
 
 // Sign-in attempts are counted in fixed windows per account and per client
@@ -52,7 +54,7 @@ func (s *Store) count(ctx context.Context, t throttle) error {
 		}
 		if row.Failures > scope.limit {
 			retry := row.Start.Add(throttleWindow).Sub(row.Now)
-			return &Error{Kind: KindRateLimited, Code: "too_many_attempts", RetryAfter: retry,
+			return &errs.Error{Kind: errs.RateLimited, Code: "too_many_attempts", RetryAfter: retry,
 				Message: fmt.Sprintf("Too many sign-in attempts. Try again in %d minutes.", int(retry.Minutes())+1)}
 		}
 	}

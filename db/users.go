@@ -6,6 +6,8 @@ import (
 	"errors"
 	"time"
 
+	"modelswitch/errs"
+
 	"github.com/lib/pq"
 )
 
@@ -56,7 +58,7 @@ func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP str
 		err = s.db.GetContext(ctx, &row,
 			`SELECT id, email, created_at, password_hash FROM users WHERE lower(email) = lower($1)`, email)
 	}
-	if _, invalid := AsError(err); invalid || errors.Is(err, sql.ErrNoRows) {
+	if _, invalid := errs.As(err); invalid || errors.Is(err, sql.ErrNoRows) {
 		checkPassword(dummyHash, password)
 		return User{}, ErrBadCredentials
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"modelswitch/errs"
 )
 
 const (
@@ -19,11 +21,11 @@ const (
 func normalizeEmail(email string) (string, error) {
 	email = strings.TrimSpace(email)
 	if email == "" {
-		return "", Invalid("email", "invalid_email", "Enter your email address.")
+		return "", errs.InvalidField("email", "invalid_email", "Enter your email address.")
 	}
 	addr, err := mail.ParseAddress(email)
 	if err != nil || addr.Address != email || len(email) > maxEmailLen || !utf8.ValidString(email) || strings.ContainsAny(email, "\x00\uFFFD") {
-		return "", Invalid("email", "invalid_email", "Enter a valid email address, like name@example.com.")
+		return "", errs.InvalidField("email", "invalid_email", "Enter a valid email address, like name@example.com.")
 	}
 	return email, nil
 }
@@ -31,7 +33,7 @@ func normalizeEmail(email string) (string, error) {
 func validatePassword(password string) error {
 	n := utf8.RuneCountInString(password)
 	if n < minPasswordLen || n > maxPasswordLen {
-		return Invalid("password", "invalid_password", "Use a password of 8 to 256 characters.")
+		return errs.InvalidField("password", "invalid_password", "Use a password of 8 to 256 characters.")
 	}
 	return nil
 }
@@ -40,15 +42,15 @@ func validatePassword(password string) error {
 func normalizeKeyName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
-		return "", Invalid("name", "invalid_name", "Give the key a name, like \"Production\".")
+		return "", errs.InvalidField("name", "invalid_name", "Give the key a name, like \"Production\".")
 	}
 	if utf8.RuneCountInString(name) > maxNameLen {
-		return "", Invalid("name", "invalid_name", "Use a name of at most 100 characters.")
+		return "", errs.InvalidField("name", "invalid_name", "Use a name of at most 100 characters.")
 	}
 	for _, r := range name {
 		// Format characters (bidi overrides, zero-width spaces) could make a name pass for another.
 		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
-			return "", Invalid("name", "invalid_name", "Names cannot contain control or invisible formatting characters, or invalid UTF-8.")
+			return "", errs.InvalidField("name", "invalid_name", "Names cannot contain control or invisible formatting characters, or invalid UTF-8.")
 		}
 	}
 	return name, nil
@@ -62,10 +64,10 @@ func normalizeExpiry(at *time.Time, now time.Time) (*time.Time, error) {
 	}
 	t := at.UTC().Truncate(time.Second)
 	if !t.After(now) {
-		return nil, Invalid("expires_at", "invalid_expires_at", "Choose an expiry in the future, or leave it out for a key that does not expire.")
+		return nil, errs.InvalidField("expires_at", "invalid_expires_at", "Choose an expiry in the future, or leave it out for a key that does not expire.")
 	}
 	if t.Year() > 9999 {
-		return nil, Invalid("expires_at", "invalid_expires_at", "Choose an expiry before the year 10000.")
+		return nil, errs.InvalidField("expires_at", "invalid_expires_at", "Choose an expiry before the year 10000.")
 	}
 	return &t, nil
 }

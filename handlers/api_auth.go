@@ -6,7 +6,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"modelswitch/db"
-	"modelswitch/web/token"
+	"modelswitch/errs"
+	"modelswitch/web/request"
 )
 
 // TokenTTL is how long a session JWT lives.
@@ -15,7 +16,12 @@ const TokenTTL = 24 * time.Hour
 // AuthAPI serves sign-up, log-in and log-out for scripts.
 type AuthAPI struct {
 	Store  *db.Store
-	Tokens *token.Signer
+	Tokens TokenIssuer
+}
+
+// TokenIssuer signs the session JWT that log-in returns.
+type TokenIssuer interface {
+	Issue(userID int64, sessionID string, issued, expires time.Time) (string, error)
 }
 
 func readCredentials(c *fiber.Ctx) (email, password string, err error) {
@@ -35,10 +41,10 @@ func readCredentials(c *fiber.Ctx) (email, password string, err error) {
 		return "", "", err
 	}
 	if e == nil {
-		return "", "", db.Invalid("email", "invalid_email", "Enter your email address.")
+		return "", "", errs.InvalidField("email", "invalid_email", "Enter your email address.")
 	}
 	if p == nil {
-		return "", "", db.Invalid("password", "invalid_password", "Enter your password.")
+		return "", "", errs.InvalidField("password", "invalid_password", "Enter your password.")
 	}
 	return *e, *p, nil
 }
@@ -65,7 +71,7 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	u, err := a.Store.CheckPassword(c.UserContext(), email, password, ClientIP(c))
+	u, err := a.Store.CheckPassword(c.UserContext(), email, password, request.ClientIP(c))
 	if err != nil {
 		return err
 	}
@@ -85,7 +91,7 @@ func (a *AuthAPI) Login(c *fiber.Ctx) error {
 
 // Logout: POST /api/auth/logout revokes the session of the JWT it carries.
 func (a *AuthAPI) Logout(c *fiber.Ctx) error {
-	if err := a.Store.DeleteSession(c.UserContext(), SessionID(c)); err != nil {
+	if err := a.Store.DeleteSession(c.UserContext(), request.Get(c).SessionID); err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"status": "logged_out"})

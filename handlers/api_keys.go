@@ -5,6 +5,7 @@ import (
 
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/web/request"
 )
 
 // KeysAPI serves one kind of key as JSON: /api/keys for proxy keys and
@@ -36,7 +37,7 @@ func newKeyObject(k db.Key) keyObject {
 
 // List: GET → 200 {"keys": [...]}, newest first.
 func (h *KeysAPI) List(c *fiber.Ctx) error {
-	keys, err := h.Store.ListKeys(c.UserContext(), Account(c), h.Kind)
+	keys, err := h.Store.ListKeys(c.UserContext(), request.UserID(c), h.Kind)
 	if err != nil {
 		return err
 	}
@@ -50,26 +51,11 @@ func (h *KeysAPI) List(c *fiber.Ctx) error {
 // Create: POST {"name", "expires_at"?} → 201 with the key, shown this once
 // (every /api answer is no-store: web.noStore).
 func (h *KeysAPI) Create(c *fiber.Ctx) error {
-	o, err := decodeObject(c.Body())
+	in, err := readKeyInput(c.Body())
 	if err != nil {
 		return err
 	}
-	if err := o.only("name", "expires_at"); err != nil {
-		return err
-	}
-	name, err := o.string("name")
-	if err != nil {
-		return err
-	}
-	expires, err := o.time("expires_at")
-	if err != nil {
-		return err
-	}
-	in := db.KeyInput{ExpiresAt: expires}
-	if name != nil {
-		in.Name = *name
-	}
-	k, err := h.Store.CreateKey(c.UserContext(), Account(c), h.Kind, in)
+	k, err := h.Store.CreateKey(c.UserContext(), request.UserID(c), h.Kind, in)
 	if err != nil {
 		return err
 	}
@@ -89,21 +75,11 @@ func (h *KeysAPI) Update(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	o, err := decodeObject(c.Body())
+	up, err := readKeyUpdate(c.Body())
 	if err != nil {
 		return err
 	}
-	if err := o.only("name", "active"); err != nil {
-		return err
-	}
-	var up db.KeyUpdate
-	if up.Name, err = o.string("name"); err != nil {
-		return err
-	}
-	if up.Active, err = o.bool("active"); err != nil {
-		return err
-	}
-	k, err := h.Store.UpdateKey(c.UserContext(), Account(c), h.Kind, id, up)
+	k, err := h.Store.UpdateKey(c.UserContext(), request.UserID(c), h.Kind, id, up)
 	if err != nil {
 		return err
 	}
@@ -116,8 +92,46 @@ func (h *KeysAPI) Delete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := h.Store.DeleteKey(c.UserContext(), Account(c), h.Kind, id); err != nil {
+	if err := h.Store.DeleteKey(c.UserContext(), request.UserID(c), h.Kind, id); err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"status": "deleted"})
+}
+
+// readKeyInput decodes the body of a create: {"name", "expires_at"?}.
+func readKeyInput(body []byte) (db.KeyInput, error) {
+	o, err := decodeObject(body)
+	if err != nil {
+		return db.KeyInput{}, err
+	}
+	if err := o.only("name", "expires_at"); err != nil {
+		return db.KeyInput{}, err
+	}
+	name, err := o.string("name")
+	if err != nil {
+		return db.KeyInput{}, err
+	}
+	in := db.KeyInput{}
+	if name != nil {
+		in.Name = *name
+	}
+	in.ExpiresAt, err = o.time("expires_at")
+	return in, err
+}
+
+// readKeyUpdate decodes the body of an update: {"name"?, "active"?}.
+func readKeyUpdate(body []byte) (db.KeyUpdate, error) {
+	var up db.KeyUpdate
+	o, err := decodeObject(body)
+	if err != nil {
+		return up, err
+	}
+	if err := o.only("name", "active"); err != nil {
+		return up, err
+	}
+	if up.Name, err = o.string("name"); err != nil {
+		return up, err
+	}
+	up.Active, err = o.bool("active")
+	return up, err
 }

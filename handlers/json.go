@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"modelswitch/errs"
 
-	"modelswitch/db"
+	"github.com/gofiber/fiber/v2"
 )
 
 // object is a decoded JSON request body. Fields are read one by one, so that
@@ -22,10 +22,10 @@ type object map[string]json.RawMessage
 // decodeObject reads one JSON object member by member, so that a member sent
 // twice is refused instead of the last one silently winning.
 func decodeObject(body []byte) (object, error) {
-	notJSON := db.Invalid("", "invalid_json", "The request body is not valid JSON.")
+	notJSON := errs.InvalidField("", "invalid_json", "The request body is not valid JSON.")
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
-		return nil, db.Invalid("", "invalid_json", "Send a JSON object in the request body.")
+		return nil, errs.InvalidField("", "invalid_json", "Send a JSON object in the request body.")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil { // the opening brace
@@ -43,7 +43,7 @@ func decodeObject(body []byte) (object, error) {
 			return nil, notJSON
 		}
 		if _, seen := o[name]; seen {
-			return nil, db.Invalid(name, "duplicate_field", fmt.Sprintf("The field %q is sent twice.", name))
+			return nil, errs.InvalidField(name, "duplicate_field", fmt.Sprintf("The field %q is sent twice.", name))
 		}
 		o[name] = value
 	}
@@ -51,7 +51,7 @@ func decodeObject(body []byte) (object, error) {
 		return nil, notJSON
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, db.Invalid("", "invalid_json", "Send a single JSON object in the request body.")
+		return nil, errs.InvalidField("", "invalid_json", "Send a single JSON object in the request body.")
 	}
 	return o, nil
 }
@@ -64,7 +64,7 @@ func (o object) only(names ...string) error {
 			known = known || field == n
 		}
 		if !known {
-			return db.Invalid(field, "unknown_field",
+			return errs.InvalidField(field, "unknown_field",
 				fmt.Sprintf("Unknown field %q. Allowed fields: %s.", field, strings.Join(names, ", ")))
 		}
 	}
@@ -83,7 +83,7 @@ func (o object) string(name string) (*string, error) {
 	}
 	var s string
 	if err := json.Unmarshal(o[name], &s); err != nil {
-		return nil, db.Invalid(name, "invalid_type", fmt.Sprintf("%q must be a string.", name))
+		return nil, errs.InvalidField(name, "invalid_type", fmt.Sprintf("%q must be a string.", name))
 	}
 	return &s, nil
 }
@@ -94,7 +94,7 @@ func (o object) bool(name string) (*bool, error) {
 	}
 	var b bool
 	if err := json.Unmarshal(o[name], &b); err != nil {
-		return nil, db.Invalid(name, "invalid_type", fmt.Sprintf("%q must be true or false.", name))
+		return nil, errs.InvalidField(name, "invalid_type", fmt.Sprintf("%q must be true or false.", name))
 	}
 	return &b, nil
 }
@@ -107,7 +107,7 @@ func (o object) time(name string) (*time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, *s)
 	if err != nil {
-		return nil, db.Invalid(name, "invalid_"+name,
+		return nil, errs.InvalidField(name, "invalid_"+name,
 			fmt.Sprintf("%q must be an RFC 3339 time with a zone, like \"2025-12-31T00:00:00Z\".", name))
 	}
 	return &t, nil
@@ -119,7 +119,7 @@ func pathID(c *fiber.Ctx) (int64, error) {
 	raw := c.Params("id")
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != raw {
-		return 0, db.Invalid("id", "invalid_id", "A key id is a positive integer, from the list of your keys.")
+		return 0, errs.InvalidField("id", "invalid_id", "A key id is a positive integer, from the list of your keys.")
 	}
 	return id, nil
 }

@@ -3,63 +3,68 @@ package handlers
 import (
 	"testing"
 
-	"modelswitch/db"
+	"modelswitch/errs"
 )
 
-// readKeyRequest decodes a body the way Create and Update do.
-func readKeyRequest(body []byte) error {
-	o, err := decodeObject(body)
-	if err != nil {
-		return err
-	}
-	if err := o.only("name", "expires_at", "active"); err != nil {
-		return err
-	}
-	if _, err := o.string("name"); err != nil {
-		return err
-	}
-	if _, err := o.time("expires_at"); err != nil {
-		return err
-	}
-	_, err = o.bool("active")
-	return err
+// decodeBoth runs a body through the decoders that Create and Update use.
+func decodeBoth(body []byte) (createErr, updateErr error) {
+	_, createErr = readKeyInput(body)
+	_, updateErr = readKeyUpdate(body)
+	return createErr, updateErr
 }
 
 func TestDecodeKeyRequests(t *testing.T) {
-	ok := []string{`{}`, `{"name": "x"}`, ` {"name": "x", "active": false, "expires_at": "2030-01-01T00:00:00+02:00"} `, `{"name": null}`}
+	in, err := readKeyInput([]byte(` {"name": "x", "expires_at": "2030-01-01T00:00:00+02:00"} `))
+	if err != nil || in.Name != "x" || in.ExpiresAt == nil || in.ExpiresAt.UTC().Hour() != 22 {
+		t.Fatalf("create: %+v %v", in, err)
+	}
+	up, err := readKeyUpdate([]byte(`{"name": null, "active": false}`))
+	if err != nil || up.Name != nil || up.Active == nil || *up.Active {
+		t.Fatalf("update: %+v %v", up, err)
+	}
 	bad := map[string]string{
 		``: "", `null`: "", `[]`: "", `"x"`: "", `{"name": "x"`: "", `{} {}`: "", `{}x`: "",
-		`{"name": 1}`: "name", `{"active": "yes"}`: "active", `{"expires_at": "tomorrow"}`: "expires_at",
-		`{"other": 1}`: "other", `{"NAME": "x"}`: "NAME",
+		`{"name": 1}`: "name", `{"other": 1}`: "other", `{"NAME": "x"}`: "NAME",
 		`{"name": "a", "name": "b"}`: "name", `{"name": "a",}`: "", `{"name" "a"}`: "", `{1: "a"}`: "",
 	}
-	for _, in := range ok {
-		if err := readKeyRequest([]byte(in)); err != nil {
-			t.Errorf("%s: %v", in, err)
+	for in, field := range bad {
+		for _, err := range []error{first(decodeBoth([]byte(in))), second(decodeBoth([]byte(in)))} {
+			if e, ok := errs.As(err); !ok || e.Kind != errs.Invalid || e.Field != field {
+				t.Errorf("%q: %v, want an invalid-input error on field %q", in, err, field)
+			}
 		}
 	}
-	for in, field := range bad {
-		err := readKeyRequest([]byte(in))
-		e, isDomain := db.AsError(err)
-		if !isDomain || e.Kind != db.KindInvalid || e.Field != field {
-			t.Errorf("%q: %v, want an invalid-input error on field %q", in, err, field)
+	// Each decoder takes only its own fields, with their own types.
+	for in, field := range map[string]string{`{"expires_at": "tomorrow"}`: "expires_at", `{"active": true}`: "active"} {
+		if e, ok := errs.As(first(decodeBoth([]byte(in)))); !ok || e.Field != field {
+			t.Errorf("create %s: %v", in, e)
+		}
+	}
+	for in, field := range map[string]string{`{"active": "yes"}`: "active", `{"expires_at": "2030-01-01T00:00:00Z"}`: "expires_at"} {
+		if e, ok := errs.As(second(decodeBoth([]byte(in)))); !ok || e.Field != field {
+			t.Errorf("update %s: %v", in, e)
 		}
 	}
 }
 
-// FuzzDecodeKeyRequests checks that no body makes the decoders panic or
-// fail with anything but a 400-kind error.
+func first(a, _ error) error  { return a }
+func second(_, b error) error { return b }
+
+// FuzzDecodeKeyRequests checks that no body makes the real decoders panic or
+// fail with anything but an invalid-input (400) error.
 func FuzzDecodeKeyRequests(f *testing.F) {
 	for _, s := range []string{`{"name": "Production", "expires_at": "2025-12-31T00:00:00Z"}`, `{"name": "New Name", "active": false}`, `{"a":[1,{"b":null}]}`, `{"name": "\u0000"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		err := readKeyRequest(body)
-		if err == nil {
-			return
-		}
-		if e, ok := db.AsError(err); !ok || e.Kind != db.KindInvalid || e.Message == "" {
-			t.Fatalf("%q: %v", body, err)
+		a, b := decodeBoth(body)
+		for _, err := range []error{a, b} {
+			if err == nil {
+				continue
+			}
+			if e, ok := errs.As(err); !ok || e.Kind != errs.Invalid || e.Message == "" {
+				t.Fatalf("%q: %v", body, err)
+			}
 		}
 	})
 }

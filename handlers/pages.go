@@ -1,18 +1,22 @@
 package handlers
 
 import (
+	"context"
+
 	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
 
-	"modelswitch/db"
+	"modelswitch/errs"
 	"modelswitch/views"
-	"modelswitch/web/session"
+	"modelswitch/web/request"
 )
 
 // render writes a templ component as the HTML answer.
 func render(c *fiber.Ctx, status int, component templ.Component) error {
 	c.Status(status).Type("html", "utf-8")
-	return component.Render(c.UserContext(), c.Response().BodyWriter())
+	// Rendering only writes memory: it finishes even past the request's
+	// deadline, as an error page rendered after the deadline middleware does.
+	return component.Render(context.WithoutCancel(c.UserContext()), c.Response().BodyWriter())
 }
 
 // isHTMX reports whether htmx sent the request, so that it wants a fragment.
@@ -29,15 +33,15 @@ func Redirect(c *fiber.Ctx, path string) error {
 }
 
 func newPage(c *fiber.Ctx, title, nav string) views.Page {
-	st := session.Current(c)
-	return views.Page{Title: title, CSRF: st.CSRF, Email: st.Email, Nav: nav}
+	info := request.Get(c)
+	return views.Page{Title: title, CSRF: info.CSRF, Email: info.Email, Nav: nav}
 }
 
 // formErrors turns an invalid-input error into the errors of a form, and
 // leaves other errors to the error handler.
 func formErrors(err error, values map[string]string) (views.Form, bool) {
-	e, ok := db.AsError(err)
-	if !ok || (e.Kind != db.KindInvalid && e.Kind != db.KindConflict && e.Kind != db.KindUnauthorized) {
+	e, ok := errs.As(err)
+	if !ok || (e.Kind != errs.Invalid && e.Kind != errs.Conflict && e.Kind != errs.Unauthorized) {
 		return views.Form{}, false
 	}
 	return views.Form{Values: values, Errors: map[string]string{e.Field: e.Message}}, true

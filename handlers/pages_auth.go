@@ -4,14 +4,21 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"modelswitch/db"
+	"modelswitch/errs"
 	"modelswitch/views"
-	"modelswitch/web/session"
+	"modelswitch/web/request"
 )
 
 // AuthPages serves sign-up, sign-in and sign-out for the dashboard.
 type AuthPages struct {
 	Store    *db.Store
-	Sessions *session.Manager
+	Sessions BrowserSessions
+}
+
+// BrowserSessions starts and ends the dashboard's cookie sessions.
+type BrowserSessions interface {
+	SignIn(c *fiber.Ctx, user db.User) error
+	SignOut(c *fiber.Ctx, everywhere bool) error
 }
 
 func (h *AuthPages) show(c *fiber.Ctx, status int, signUp bool, form views.Form) error {
@@ -24,7 +31,7 @@ func (h *AuthPages) show(c *fiber.Ctx, status int, signUp bool, form views.Form)
 
 // Home: GET / → the dashboard, or sign-in when signed out.
 func (h *AuthPages) Home(c *fiber.Ctx) error {
-	if session.Current(c).UserID == 0 {
+	if request.UserID(c) == 0 {
 		return c.Redirect("/signin", fiber.StatusSeeOther)
 	}
 	return c.Redirect("/dashboard/keys", fiber.StatusSeeOther)
@@ -60,9 +67,9 @@ func (h *AuthPages) SignUp(c *fiber.Ctx) error {
 // SignIn: POST /signin, throttled by the same rules as the JSON log-in.
 func (h *AuthPages) SignIn(c *fiber.Ctx) error {
 	values := map[string]string{"email": c.FormValue("email")}
-	u, err := h.Store.CheckPassword(c.UserContext(), values["email"], c.FormValue("password"), ClientIP(c))
+	u, err := h.Store.CheckPassword(c.UserContext(), values["email"], c.FormValue("password"), request.ClientIP(c))
 	if err != nil {
-		if e, ok := db.AsError(err); ok && e.Kind == db.KindRateLimited {
+		if e, ok := errs.As(err); ok && e.Kind == errs.RateLimited {
 			form := views.Form{Values: values, Errors: map[string]string{"": e.Message}}
 			return h.show(c, fiber.StatusTooManyRequests, false, form)
 		}

@@ -8,8 +8,9 @@ import (
 
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/errs"
 	"modelswitch/views"
-	"modelswitch/web/session"
+	"modelswitch/web/request"
 )
 
 // KeysPages serves one kind of key in the dashboard: /dashboard/keys for
@@ -20,7 +21,7 @@ type KeysPages struct {
 	Kind  apikey.Kind
 }
 
-var pageKinds = map[apikey.Kind]views.KeyKind{
+var sections = map[apikey.Kind]views.KeySection{
 	apikey.Proxy: {
 		Path: "/dashboard/keys", Heading: "API Keys", Nav: "keys", Noun: "API key", Editable: true,
 		Intro: "Proxy keys (ms-…) authenticate your inference requests. Rename or deactivate a key at any time; deleting it is permanent.",
@@ -34,12 +35,12 @@ var pageKinds = map[apikey.Kind]views.KeyKind{
 // page loads the account's keys into a page; rename, when set, marks the
 // row whose rename failed.
 func (h *KeysPages) page(c *fiber.Ctx, form views.Form, rename map[int64]*views.Form) (views.KeysPage, error) {
-	keys, err := h.Store.ListKeys(c.UserContext(), Account(c), h.Kind)
+	keys, err := h.Store.ListKeys(c.UserContext(), request.UserID(c), h.Kind)
 	if err != nil {
 		return views.KeysPage{}, err
 	}
-	kind := pageKinds[h.Kind]
-	p := views.KeysPage{Page: newPage(c, kind.Heading, kind.Nav), Kind: kind, Form: form, Rows: make([]views.KeyRow, len(keys))}
+	kind := sections[h.Kind]
+	p := views.KeysPage{Page: newPage(c, kind.Heading, kind.Nav), Section: kind, Form: form, Rows: make([]views.KeyRow, len(keys))}
 	now := time.Now()
 	for i, k := range keys {
 		p.Rows[i] = keyRow(k, now)
@@ -49,15 +50,8 @@ func (h *KeysPages) page(c *fiber.Ctx, form views.Form, rename map[int64]*views.
 }
 
 func keyRow(k db.Key, now time.Time) views.KeyRow {
-	status := "Active"
-	switch {
-	case !k.Active:
-		status = "Inactive"
-	case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
-		status = "Expired"
-	}
 	return views.KeyRow{
-		ID: k.ID, Name: k.Name, Prefix: k.Prefix, Status: status, Active: k.Active,
+		ID: k.ID, Name: k.Name, Prefix: k.Prefix, Status: string(k.Status(now)), Active: k.Active,
 		Created:  views.NewTime(k.CreatedAt, now, false),
 		Expires:  views.OptionalTime(k.ExpiresAt, now, false),
 		LastUsed: views.OptionalTime(k.LastUsedAt, now, true),
@@ -90,7 +84,7 @@ func (h *KeysPages) Create(c *fiber.Ctx) error {
 	if isHTMX(c) {
 		c.Set("HX-Retarget", "#create-form")
 		c.Set("HX-Reswap", "outerHTML")
-		return render(c, fiber.StatusUnprocessableEntity, views.CreateForm(pageKinds[h.Kind], form, session.Current(c).CSRF, false))
+		return render(c, fiber.StatusUnprocessableEntity, views.CreateForm(sections[h.Kind], form, request.Get(c).CSRF, false))
 	}
 	p, err := h.page(c, form, nil)
 	if err != nil {
@@ -99,15 +93,15 @@ func (h *KeysPages) Create(c *fiber.Ctx) error {
 	return render(c, fiber.StatusUnprocessableEntity, views.KeysView(p))
 }
 
-func (h *KeysPages) create(c *fiber.Ctx, values map[string]string) (db.NewKey, error) {
+func (h *KeysPages) create(c *fiber.Ctx, values map[string]string) (db.CreatedKey, error) {
 	expires, err := endOfDay(values["expires_at"])
 	if err != nil {
-		return db.NewKey{}, err
+		return db.CreatedKey{}, err
 	}
-	return h.Store.CreateKey(c.UserContext(), Account(c), h.Kind, db.KeyInput{Name: values["name"], ExpiresAt: expires})
+	return h.Store.CreateKey(c.UserContext(), request.UserID(c), h.Kind, db.KeyInput{Name: values["name"], ExpiresAt: expires})
 }
 
-func (h *KeysPages) reveal(c *fiber.Ctx, k db.NewKey) error {
+func (h *KeysPages) reveal(c *fiber.Ctx, k db.CreatedKey) error {
 	p, err := h.page(c, views.Form{}, nil)
 	if err != nil {
 		return err
@@ -115,9 +109,9 @@ func (h *KeysPages) reveal(c *fiber.Ctx, k db.NewKey) error {
 	revealed := views.Revealed{Name: k.Name, Key: k.Secret}
 	if isHTMX(c) {
 		return render(c, fiber.StatusCreated, views.Join(
-			views.RevealModal(p.Kind, revealed),
+			views.RevealModal(p.Section, revealed),
 			views.KeyTable(p, true),
-			views.CreateForm(p.Kind, views.Form{}, p.CSRF, true),
+			views.CreateForm(p.Section, views.Form{}, p.CSRF, true),
 		))
 	}
 	p.Revealed = &revealed
@@ -132,7 +126,7 @@ func endOfDay(date string) (*time.Time, error) {
 	}
 	d, err := time.Parse(time.DateOnly, date)
 	if err != nil {
-		return nil, db.Invalid("expires_at", "invalid_expires_at", "Enter the expiry as a date, like 2026-12-31.")
+		return nil, errs.InvalidField("expires_at", "invalid_expires_at", "Enter the expiry as a date, like 2026-12-31.")
 	}
 	t := d.AddDate(0, 0, 1)
 	return &t, nil
@@ -151,12 +145,12 @@ func (h *KeysPages) Update(c *fiber.Ctx) error {
 	if raw := c.FormValue("active"); raw != "" {
 		active, perr := strconv.ParseBool(raw)
 		if perr != nil {
-			return db.Invalid("active", "invalid_type", "active must be true or false.")
+			return errs.InvalidField("active", "invalid_type", "active must be true or false.")
 		}
 		up.Active = &active
 	}
-	_, err = h.Store.UpdateKey(c.UserContext(), Account(c), h.Kind, id, up)
-	if e, ok := db.AsError(err); ok && e.Kind == db.KindInvalid && up.Name != nil {
+	_, err = h.Store.UpdateKey(c.UserContext(), request.UserID(c), h.Kind, id, up)
+	if e, ok := errs.As(err); ok && e.Kind == errs.Invalid && up.Name != nil {
 		form, _ := formErrors(err, map[string]string{"name": *up.Name})
 		return h.table(c, fiber.StatusUnprocessableEntity, map[int64]*views.Form{id: &form})
 	}
@@ -172,7 +166,7 @@ func (h *KeysPages) Delete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := h.Store.DeleteKey(c.UserContext(), Account(c), h.Kind, id); err != nil {
+	if err := h.Store.DeleteKey(c.UserContext(), request.UserID(c), h.Kind, id); err != nil {
 		return err
 	}
 	return h.table(c, fiber.StatusOK, nil)
@@ -182,7 +176,7 @@ func (h *KeysPages) Delete(c *fiber.Ctx) error {
 // for a failed form without JavaScript, a redirect back otherwise.
 func (h *KeysPages) table(c *fiber.Ctx, status int, rename map[int64]*views.Form) error {
 	if !isHTMX(c) && rename == nil {
-		return c.Redirect(pageKinds[h.Kind].Path, fiber.StatusSeeOther)
+		return c.Redirect(sections[h.Kind].Path, fiber.StatusSeeOther)
 	}
 	p, err := h.page(c, views.Form{}, rename)
 	if err != nil {

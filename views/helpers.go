@@ -9,7 +9,7 @@ import (
 	"github.com/a-h/templ"
 )
 
-func rowPath(k KeyKind, r KeyRow) string {
+func rowPath(k KeySection, r KeyRow) string {
 	return k.Path + "/" + strconv.FormatInt(r.ID, 10)
 }
 

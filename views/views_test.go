@@ -30,7 +30,7 @@ func byTestID(doc *goquery.Document, id string) *goquery.Selection {
 
 var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-var proxyKind = KeyKind{Path: "/dashboard/keys", Heading: "API Keys", Noun: "API key", Editable: true}
+var proxySection = KeySection{Path: "/dashboard/keys", Heading: "API Keys", Noun: "API key", Editable: true}
 
 func rows() []KeyRow {
 	used := now.Add(-5 * time.Minute)
@@ -43,7 +43,7 @@ func rows() []KeyRow {
 }
 
 func TestKeysPageRows(t *testing.T) {
-	doc := renderDoc(t, KeysView(KeysPage{Page: Page{Title: "API Keys", CSRF: "tok", Email: "a@example.com", Nav: "keys"}, Kind: proxyKind, Rows: rows()}))
+	doc := renderDoc(t, KeysView(KeysPage{Page: Page{Title: "API Keys", CSRF: "tok", Email: "a@example.com", Nav: "keys"}, Section: proxySection, Rows: rows()}))
 	if n := byTestID(doc, "key-row").Length(); n != 2 {
 		t.Fatalf("%d rows", n)
 	}
@@ -86,12 +86,12 @@ func TestKeysPageRows(t *testing.T) {
 }
 
 func TestEmptyStateAndBillingKeys(t *testing.T) {
-	kind := KeyKind{Path: "/dashboard/billing-keys", Heading: "Billing Keys", Noun: "billing key"}
-	doc := renderDoc(t, KeysView(KeysPage{Page: Page{Email: "a@example.com"}, Kind: kind}))
+	kind := KeySection{Path: "/dashboard/billing-keys", Heading: "Billing Keys", Noun: "billing key"}
+	doc := renderDoc(t, KeysView(KeysPage{Page: Page{Email: "a@example.com"}, Section: kind}))
 	if !strings.Contains(byTestID(doc, "keys-empty").Text(), "No keys yet: create one") {
 		t.Fatal("no empty state")
 	}
-	doc = renderDoc(t, KeysView(KeysPage{Page: Page{Email: "a@example.com"}, Kind: kind, Rows: rows()}))
+	doc = renderDoc(t, KeysView(KeysPage{Page: Page{Email: "a@example.com"}, Section: kind, Rows: rows()}))
 	if byTestID(doc, "rename-key").Length() != 0 || byTestID(doc, "toggle-active").Length() != 0 || byTestID(doc, "delete-key").Length() != 2 {
 		t.Fatal("billing keys offer rename or deactivate")
 	}
@@ -100,7 +100,7 @@ func TestEmptyStateAndBillingKeys(t *testing.T) {
 func TestFormErrorsKeepInput(t *testing.T) {
 	form := Form{Values: map[string]string{"name": "  bad\x07", "expires_at": "2020-01-01"},
 		Errors: map[string]string{"expires_at": "Choose an expiry in the future."}}
-	doc := renderDoc(t, CreateForm(proxyKind, form, "tok", false))
+	doc := renderDoc(t, CreateForm(proxySection, form, "tok", false))
 	in := doc.Find("#key-expires")
 	if in.AttrOr("value", "") != "2020-01-01" || in.AttrOr("aria-invalid", "") != "true" ||
 		!strings.Contains(in.AttrOr("aria-describedby", ""), "key-expires-error") {
@@ -115,7 +115,7 @@ func TestFormErrorsKeepInput(t *testing.T) {
 }
 
 func TestRevealModal(t *testing.T) {
-	doc := renderDoc(t, RevealModal(proxyKind, Revealed{Name: "Production", Key: "ms-secret"}))
+	doc := renderDoc(t, RevealModal(proxySection, Revealed{Name: "Production", Key: "ms-secret"}))
 	m := byTestID(doc, "reveal-modal")
 	if m.AttrOr("role", "") != "dialog" || m.AttrOr("aria-modal", "") != "true" {
 		t.Fatal("modal is not an accessible dialog")
@@ -134,7 +134,7 @@ func TestRevealModal(t *testing.T) {
 	if _, hidden := byTestID(doc, "close-confirm").Attr("hidden"); !hidden {
 		t.Fatal("close confirmation shown before it is asked for")
 	}
-	panel := renderDoc(t, RevealPanel(proxyKind, Revealed{Name: "Production", Key: "ms-secret"}))
+	panel := renderDoc(t, RevealPanel(proxySection, Revealed{Name: "Production", Key: "ms-secret"}))
 	if byTestID(panel, "revealed-key").AttrOr("value", "") != "ms-secret" || byTestID(panel, "copy-key").Length() != 0 {
 		t.Fatal("no-script panel")
 	}
@@ -159,7 +159,7 @@ func TestNewTime(t *testing.T) {
 }
 
 func BenchmarkKeysPage1000(b *testing.B) {
-	p := KeysPage{Page: Page{Title: "API Keys", CSRF: "tok", Email: "a@example.com", Nav: "keys"}, Kind: proxyKind}
+	p := KeysPage{Page: Page{Title: "API Keys", CSRF: "tok", Email: "a@example.com", Nav: "keys"}, Section: proxySection}
 	for i := range 1000 {
 		used := now.Add(-time.Duration(i) * time.Minute)
 		p.Rows = append(p.Rows, KeyRow{ID: int64(i + 1), Name: "Key number " + time.Duration(i).String(), Prefix: "ms-abcdxxxx",

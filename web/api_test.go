@@ -21,6 +21,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/golang-jwt/jwt/v5"
 
+	"modelswitch/config"
 	"modelswitch/db"
 	"modelswitch/db/dbtest"
 	"modelswitch/web/token"
@@ -31,7 +32,7 @@ var (
 	// app.Test connects from 0.0.0.0; trusting it lets each test sign in from
 	// an address of its own (testAddr), so sign-in throttling never spills
 	// from one test into another.
-	testCfg = Config{Secret: []byte("test-secret-test-secret-test-secret!"), Port: "0",
+	testCfg = config.Config{Secret: []byte("test-secret-test-secret-test-secret!"), Port: "0",
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32")}}
 	app *fiber.App
 )
@@ -92,12 +93,19 @@ func call(t testing.TB, method, path, auth string, body any) response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readResponse(t, res)
+}
+
+// readResponse reads a JSON answer; a body that is not a JSON object fails
+// the test.
+func readResponse(t testing.TB, res *http.Response) response {
+	t.Helper()
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
-			t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
+			t.Fatalf("%s %s: body is not a JSON object: %q", res.Request.Method, res.Request.URL.Path, raw)
 		}
 	}
 	return r
@@ -119,16 +127,10 @@ func expect(t testing.TB, r response, status int) response {
 	return r
 }
 
-var userSeq int64 = time.Now().UnixNano()
-var seqMu sync.Mutex
-
 // signup creates an account and returns "Bearer <jwt>".
 func signup(t testing.TB) string {
 	t.Helper()
-	seqMu.Lock()
-	userSeq++
-	email := fmt.Sprintf("dev%d@example.com", userSeq)
-	seqMu.Unlock()
+	email := dbtest.Email("api")
 	expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": email, "password": "hunter2hunter2"}), 201)
 	r := expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": email, "password": "hunter2hunter2"}), 200)
 	return "Bearer " + r.body["token"].(string)
@@ -261,16 +263,16 @@ func TestAuthMatrix(t *testing.T) {
 	_, ms := proxyKey(t, mk)
 	raw := func(s string) string { return strings.TrimPrefix(s, "Bearer ") }
 
-	signer := token.NewSigner(testCfg.derive("jwt"))
+	signer := token.NewSigner(testCfg.Derive("jwt"))
 	userID, sid, err := signer.Verify(raw(jwtTok))
 	if err != nil {
 		t.Fatal(err)
 	}
 	expired, _ := signer.Issue(userID, sid, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
-	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid}).SignedString(testCfg.derive("jwt"))
+	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid}).SignedString(testCfg.Derive("jwt"))
 	otherKey, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("another-secret-another-secret-000"))
 	algNone, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
-	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(testCfg.derive("jwt"))
+	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": fmt.Sprint(userID), "sid": sid, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(testCfg.Derive("jwt"))
 	parts := strings.Split(raw(jwtTok), ".")
 	tampered := parts[0] + "." + strings.TrimRight(parts[1], "=") + "x." + parts[2]
 	last := byte('a')
@@ -495,7 +497,7 @@ func TestBodyLimitsAndMediaType(t *testing.T) {
 }
 
 func TestSignupConflictAndLogin(t *testing.T) {
-	email := fmt.Sprintf("conflict%d@example.com", time.Now().UnixNano())
+	email := dbtest.Email("conflict")
 	expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": email, "password": "12345678"}), 201)
 	r := expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": strings.ToUpper(email), "password": "12345678"}), 409)
 	if r.errCode() != "email_taken" {
@@ -611,7 +613,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		json.NewDecoder(res.Body).Decode(&out)
 		return out
 	}
-	email := fmt.Sprintf("logs%d@example.com", time.Now().UnixNano())
+	email := dbtest.Email("logs")
 	send("POST", "/api/auth/signup", "", fmt.Sprintf(`{"email": %q, "password": "log-password"}`, email))
 	tok := send("POST", "/api/auth/login", "", fmt.Sprintf(`{"email": %q, "password": "log-password"}`, email))["token"].(string)
 	mk := send("POST", "/api/billing-keys", "Bearer "+tok, `{"name": "logs"}`)["key"].(string)
@@ -700,6 +702,17 @@ func TestClientIP(t *testing.T) {
 	}
 }
 
+// waitUntil polls cond until it holds, failing the test after 10 s.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond) // a tiny poll, bounded by the deadline
+	}
+}
+
 // TestShutdownDrainsInFlightRequests holds a sign-up mid-body, begins a
 // graceful shutdown, then lets the request finish: it must succeed, not fail
 // with its database work cancelled because shutdown had begun.
@@ -715,12 +728,21 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	body := fmt.Sprintf(`{"email": "drain%d@example.com", "password": "drain-password"}`, time.Now().UnixNano())
+	body := fmt.Sprintf(`{"email": %q, "password": "drain-password"}`, dbtest.Email("drain"))
 	fmt.Fprintf(conn, "POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:10])
+	// The server has accepted the connection: shutdown must wait for it.
+	waitUntil(t, "the server holds the connection", func() bool { return a.Server().GetOpenConnectionsCount() == 1 })
 
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- a.ShutdownWithTimeout(10 * time.Second) }()
-	time.Sleep(100 * time.Millisecond) // shutdown has begun; the request cannot have run yet
+	// Shutdown closes the listener first, then waits for open connections.
+	waitUntil(t, "shutdown has closed the listener", func() bool {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
 	select {
 	case err := <-shutdown:
 		t.Fatalf("shutdown returned with a request in flight: %v", err)

@@ -1,6 +1,5 @@
-// Package web builds the Fiber application: configuration, middleware,
-// routes and the error handler. New needs no network port, so tests drive
-// the app with app.Test.
+// Package web builds the Fiber application: middleware, routes and the error
+// handler. New needs no network port, so tests drive the app with app.Test.
 package web
 
 import (
@@ -13,8 +12,10 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/compress"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
+	"github.com/valyala/fasthttp"
 
 	"modelswitch/assets"
+	"modelswitch/config"
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/handlers"
@@ -22,28 +23,46 @@ import (
 	"modelswitch/web/token"
 )
 
-// MaxBody is the largest request body accepted.
-const MaxBody = 1 << 20
+// Limits per route group: account and dashboard requests are small and
+// quick; the inference API takes whole conversations and streams answers
+// for minutes.
+const (
+	MaxBody             = 1 << 20
+	MaxInferenceBody    = 8 << 20
+	requestTimeout      = 10 * time.Second
+	writeTimeout        = 15 * time.Second
+	inferenceWriteLimit = 15 * time.Minute
+)
+
+// limitsFor applies a route group's limits as soon as a request's header
+// has arrived, before the server reads a byte of its body.
+func limitsFor(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if p := h.RequestURI(); bytes.HasPrefix(p, []byte("/v1/")) {
+		return fasthttp.RequestConfig{MaxRequestBodySize: MaxInferenceBody, WriteTimeout: inferenceWriteLimit}
+	}
+	return fasthttp.RequestConfig{}
+}
 
 // New returns the whole application: the JSON API under /api and /v1, and
 // the dashboard around it.
-func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
+func New(cfg config.Config, store *db.Store, log *slog.Logger) *fiber.App {
 	app := fiber.New(fiber.Config{
 		AppName:               "ModelSwitch",
-		BodyLimit:             MaxBody,
+		BodyLimit:             MaxBody, // limitsFor raises it for /v1
 		ReadTimeout:           15 * time.Second,
-		WriteTimeout:          15 * time.Second,
+		WriteTimeout:          writeTimeout,
 		IdleTimeout:           60 * time.Second,
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(log),
 		JSONEncoder:           encodeJSON,
 	})
+	app.Server().HeaderReceived = limitsFor
 	app.Use(logRequests(log, cfg.TrustedProxies), recoverPanics)
 
-	tokens := token.NewSigner(cfg.derive("jwt"))
-	sessions := session.New(cfg.derive("cookie-hash"), cfg.derive("cookie-block"), cfg.Production, store)
+	tokens := token.NewSigner(cfg.Derive("jwt"))
+	sessions := session.New(cfg.Derive("cookie-hash"), cfg.Derive("cookie-block"), cfg.Production, store)
 
-	app.Get("/healthz", handlers.Health(store))
+	app.Get("/healthz", deadline(requestTimeout), handlers.Health(store))
 	app.Use("/healthz", func(*fiber.Ctx) error { return fiber.ErrMethodNotAllowed })
 	app.Use("/assets", compress.New(), filesystem.New(filesystem.Config{
 		Root:   http.FS(assets.Static),
@@ -56,8 +75,9 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	billingKeys := &handlers.KeysAPI{Store: store, Kind: apikey.Billing}
 	sessionJWT := requireSession(store, tokens)
 	billingKey := requireKey(store, apikey.Billing)
+	proxyKey := requireKey(store, apikey.Proxy)
 
-	api := app.Group("/api", noStore, requireJSON)
+	api := app.Group("/api", deadline(requestTimeout), noStore, requireJSON)
 	api.Post("/auth/signup", auth.Signup)
 	api.Post("/auth/login", auth.Login)
 	api.Post("/auth/logout", sessionJWT, auth.Logout)
@@ -70,8 +90,8 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	api.Delete("/keys/:id", billingKey, proxyKeys.Delete)
 	api.Use(notFound)
 
-	v1 := app.Group("/v1", requireJSON)
-	v1.Get("/models", requireKey(store, apikey.Proxy), handlers.Models)
+	v1 := app.Group("/v1", deadline(requestTimeout), requireJSON)
+	v1.Get("/models", proxyKey, handlers.Models)
 	v1.Use(notFound)
 
 	// The dashboard: cookie sessions and CSRF tokens.
@@ -79,7 +99,7 @@ func New(cfg Config, store *db.Store, log *slog.Logger) *fiber.App {
 	proxyPages := &handlers.KeysPages{Store: store, Kind: apikey.Proxy}
 	billingPages := &handlers.KeysPages{Store: store, Kind: apikey.Billing}
 
-	pages := app.Group("/", pageHeaders(cfg.Production), sessions.Load, session.CheckCSRF)
+	pages := app.Group("/", deadline(requestTimeout), pageHeaders(cfg.Production), sessions.Load, session.CheckCSRF)
 	pages.Get("/", authPages.Home)
 	pages.Get("/signup", authPages.ShowSignUp)
 	pages.Post("/signup", authPages.SignUp)

@@ -1,16 +1,27 @@
 package web
 
 import (
+	"context"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/errs"
 	"modelswitch/handlers"
-	"modelswitch/web/session"
+	"modelswitch/web/request"
 	"modelswitch/web/token"
 )
+
+// KeyVerifier finds the key a digest belongs to. Verifying only reads, so a
+// cache can stand in front of the store; recording a use is its own call, so
+// that it can be batched.
+type KeyVerifier interface {
+	VerifyKey(ctx context.Context, kind apikey.Kind, digest []byte) (db.Key, error)
+	RecordKeyUse(ctx context.Context, k db.Key) error
+}
 
 // bearer reads "Authorization: Bearer <token>"; the scheme is
 // case-insensitive (RFC 7235). Cookies are never read here.
@@ -25,7 +36,7 @@ func bearer(c *fiber.Ctx) string {
 // unauthorized answers a request without the credential it needs.
 func unauthorized(c *fiber.Ctx, code, message string) error {
 	c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="ModelSwitch"`)
-	return &db.Error{Kind: db.KindUnauthorized, Code: code, Message: message}
+	return &errs.Error{Kind: errs.Unauthorized, Code: code, Message: message}
 }
 
 // wants says, in each 401, which credential an endpoint takes.
@@ -38,7 +49,7 @@ const wantsSession = "This endpoint takes a session token: Authorization: Bearer
 
 // requireKey admits requests that carry an active, unexpired key of kind.
 // A malformed key or a bad checksum is refused without a database query.
-func requireKey(store *db.Store, kind apikey.Kind) fiber.Handler {
+func requireKey(keys KeyVerifier, kind apikey.Kind) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		tok := bearer(c)
 		if tok == "" {
@@ -48,14 +59,21 @@ func requireKey(store *db.Store, kind apikey.Kind) fiber.Handler {
 		if err != nil || got != kind {
 			return unauthorized(c, "wrong_credentials", wants[kind])
 		}
-		userID, err := store.AuthenticateKey(c.UserContext(), kind, apikey.Digest(tok))
+		k, err := keys.VerifyKey(c.UserContext(), kind, apikey.Digest(tok))
+		if err == nil && k.Status(time.Now()) != db.KeyActive {
+			err = db.ErrUnknownKey
+		}
+		if e, ok := errs.As(err); ok && e.Kind == errs.Unauthorized {
+			return unauthorized(c, e.Code, e.Message+" "+wants[kind])
+		}
 		if err != nil {
-			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
-				return unauthorized(c, e.Code, e.Message+" "+wants[kind])
-			}
 			return err
 		}
-		handlers.SetAccount(c, userID, "")
+		if err := keys.RecordKeyUse(c.UserContext(), k); err != nil {
+			return err
+		}
+		info := request.Get(c)
+		info.UserID, info.KeyID = k.UserID, k.ID
 		return c.Next()
 	}
 }
@@ -75,16 +93,17 @@ func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
 			return unauthorized(c, "invalid_token", "The session token is invalid or expired. "+wantsSession)
 		}
 		owner, err := store.TouchSession(c.UserContext(), sid, db.APISession, 0)
+		if errs.Is(err, errs.Unauthorized) {
+			return unauthorized(c, "invalid_token", "This session has ended. "+wantsSession)
+		}
 		if err != nil {
-			if e, ok := db.AsError(err); ok && e.Kind == db.KindUnauthorized {
-				return unauthorized(c, "invalid_token", "This session has ended. "+wantsSession)
-			}
 			return err
 		}
 		if owner != userID {
 			return unauthorized(c, "invalid_token", "The session token is invalid. "+wantsSession)
 		}
-		handlers.SetAccount(c, userID, sid)
+		info := request.Get(c)
+		info.UserID, info.SessionID = userID, sid
 		return c.Next()
 	}
 }
@@ -92,10 +111,8 @@ func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
 // requireUser admits dashboard requests of a signed-in browser session and
 // sends everyone else to sign in.
 func requireUser(c *fiber.Ctx) error {
-	st := session.Current(c)
-	if st.UserID == 0 {
+	if request.UserID(c) == 0 {
 		return handlers.Redirect(c, "/signin")
 	}
-	handlers.SetAccount(c, st.UserID, "")
 	return c.Next()
 }

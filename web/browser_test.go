@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"modelswitch/db/dbtest"
+
 	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
@@ -279,9 +281,21 @@ func (b *tab) submit(sel string) *network.Response {
 	return res
 }
 
+// click clicks sel once htmx is idle. htmx binds the elements of a swap
+// only when it settles (20 ms later), so an element can be visible while a
+// click on it would still fall through to a plain form post.
 func (b *tab) click(sel string) {
 	b.t.Helper()
+	b.waitSettled()
 	b.do("click "+sel, chromedp.Click(chromedp.CSS(sel)))
+}
+
+// waitSettled waits until htmx has no request in flight and has processed
+// every element it swapped in (it marks them until then).
+func (b *tab) waitSettled() {
+	b.t.Helper()
+	const busy = `document.querySelector(".htmx-request, .htmx-swapping, .htmx-added, .htmx-settling")`
+	b.waitFor("htmx is idle", "!"+busy, busy+"?.outerHTML.slice(0, 200)")
 }
 
 func (b *tab) press(key string) {
@@ -508,15 +522,7 @@ func (b *tab) api(method, path, auth string, body any) response {
 	if err != nil {
 		b.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &r.body); err != nil {
-			b.t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
-		}
-	}
-	return r
+	return readResponse(b.t, res)
 }
 
 // apiKeys lists the proxy keys with a billing key, by id.
@@ -534,17 +540,10 @@ func (b *tab) apiKeys(mk string) map[string]map[string]any {
 	return keys
 }
 
-func browserEmail() string {
-	seqMu.Lock()
-	defer seqMu.Unlock()
-	userSeq++
-	return fmt.Sprintf("browser%d@example.com", userSeq)
-}
-
 // signUp creates an account through the sign-up page.
 func (b *tab) signUp() string {
 	b.t.Helper()
-	email := browserEmail()
+	email := dbtest.Email("browser")
 	b.nav("/signup")
 	b.fill(within(tid("signup-form"), "input[name=email]"), email)
 	b.fill(within(tid("signup-form"), "input[name=password]"), browserPassword)
@@ -829,7 +828,7 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	b := openDashboard(t, false)
 
 	// A bad sign-up keeps what was typed and says what is wrong.
-	email := browserEmail()
+	email := dbtest.Email("browser")
 	b.nav("/signup")
 	if tabEval[bool](b, `typeof window.htmx !== "undefined"`) {
 		b.fatalf("scripts ran although they are off in this tab")

@@ -9,80 +9,119 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"modelswitch/db"
+	"modelswitch/errs"
 	"modelswitch/handlers"
+	"modelswitch/web/request"
 )
-
-// statusOf is the one table from domain error kinds to HTTP statuses.
-var statusOf = map[db.Kind]int{
-	db.KindInvalid:      fiber.StatusBadRequest,
-	db.KindUnauthorized: fiber.StatusUnauthorized,
-	db.KindNotFound:     fiber.StatusNotFound,
-	db.KindConflict:     fiber.StatusConflict,
-	db.KindRateLimited:  fiber.StatusTooManyRequests,
-	db.KindUnavailable:  fiber.StatusServiceUnavailable,
-}
 
 // fiberCodes names the errors Fiber itself raises (routing, body limits).
 var fiberCodes = map[int]struct{ code, message string }{
 	fiber.StatusNotFound:              {"not_found", "No such endpoint. See the API reference for the routes."},
 	fiber.StatusMethodNotAllowed:      {"method_not_allowed", "This endpoint does not take this method."},
-	fiber.StatusRequestEntityTooLarge: {"body_too_large", "The request body is over 1 MiB."},
+	fiber.StatusRequestEntityTooLarge: {"body_too_large", "The request body is too large: at most 1 MiB, or 8 MiB under /v1."},
 	fiber.StatusUnsupportedMediaType:  {"unsupported_media_type", "Send the body as JSON with Content-Type: application/json."},
 	fiber.StatusBadRequest:            {"bad_request", "The request is malformed."},
 	fiber.StatusRequestTimeout:        {"timeout", "The request took too long to arrive."},
 }
 
-// apiError is the JSON body of every error under /api and /v1.
+// classify turns any error into a status and an *errs.Error safe to show.
+// Anything unexpected is logged with the request id and shown as
+// "internal error".
+func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, *errs.Error) {
+	if e, ok := errs.As(err); ok && e.Kind != errs.Internal {
+		if e.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+		}
+		return e.HTTPStatus(), e
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		if known, ok := fiberCodes[fe.Code]; ok {
+			return fe.Code, &errs.Error{Code: known.code, Message: known.message}
+		}
+		if fe.Code < 500 {
+			return fe.Code, &errs.Error{Code: "request_refused", Message: fe.Message}
+		}
+	}
+	id := request.Get(c).ID
+	log.Error("internal error", "request_id", id, "method", c.Method(), "path", c.Path(), "error", err)
+	return fiber.StatusInternalServerError, &errs.Error{Code: "internal_error",
+		Message: "Something went wrong on our side. Try again; if it persists, contact support with the request id " + id + "."}
+}
+
+// apiError is the JSON body of every error under /api.
 type apiError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
 }
 
-// classify turns any error into a status and a message safe to show.
-// Anything unexpected is logged with the request id and shown as
-// "internal error".
-func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, apiError) {
-	if e, ok := db.AsError(err); ok {
-		if e.Kind == db.KindRateLimited {
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
-		}
-		return statusOf[e.Kind], apiError{e.Code, e.Message, e.Field}
-	}
-	var fe *fiber.Error
-	if errors.As(err, &fe) {
-		if known, ok := fiberCodes[fe.Code]; ok {
-			return fe.Code, apiError{Code: known.code, Message: known.message}
-		}
-		if fe.Code < 500 {
-			return fe.Code, apiError{Code: "request_refused", Message: fe.Message}
-		}
-	}
-	log.Error("internal error", "request_id", requestID(c), "method", c.Method(), "path", c.Path(), "error", err)
-	return fiber.StatusInternalServerError, apiError{Code: "internal_error",
-		Message: "Something went wrong on our side. Try again; if it persists, contact support with the request id " + requestID(c) + "."}
+// openAIError is the body of every error under /v1, in OpenAI's shape so
+// that SDKs show it; code and message are the same as under /api.
+type openAIError struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Code    string  `json:"code"`
+	Param   *string `json:"param"`
 }
 
-// isAPI tells whether an error is answered as JSON: under /api, /v1 and
-// /healthz, and for errors the HTTP server raises before a request reaches
-// the middleware (an oversized body or header), which carry no request id.
-func isAPI(c *fiber.Ctx) bool {
-	if requestID(c) == "" {
-		return true
+// openAITypes is OpenAI's error type for each status.
+var openAITypes = map[int]string{
+	400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
+	403: "permission_error", 404: "not_found_error", 409: "invalid_request_error",
+	413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error",
+}
+
+func openAIBody(status int, e *errs.Error) openAIError {
+	typ, ok := openAITypes[status]
+	if !ok {
+		typ = "api_error"
+		if status < 500 {
+			typ = "invalid_request_error"
+		}
 	}
+	var param *string
+	if e.Field != "" {
+		param = &e.Field
+	}
+	return openAIError{Message: e.Message, Type: typ, Code: e.Code, Param: param}
+}
+
+// face is which kind of client a path serves.
+type face int
+
+const (
+	dashboardFace face = iota
+	apiFace
+	inferenceFace
+)
+
+// faceOf tells how an error is answered: as OpenAI's JSON under /v1, as
+// ModelSwitch's JSON under /api and /healthz and for errors the HTTP server
+// raises before a request reaches the middleware (an oversized body or
+// header, which carry no request id), and as a page elsewhere.
+func faceOf(c *fiber.Ctx) face {
 	p := c.Path()
-	return strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/v1/") || p == "/api" || p == "/v1" || p == "/healthz"
+	switch {
+	case strings.HasPrefix(p, "/v1/") || p == "/v1":
+		return inferenceFace
+	case request.Get(c).ID == "", strings.HasPrefix(p, "/api/"), p == "/api", p == "/healthz":
+		return apiFace
+	}
+	return dashboardFace
 }
 
 // errorHandler replaces Fiber's default, which would send err.Error() to the
-// client: the API gets the JSON error shape, the dashboard an error page.
+// client.
 func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
-		status, body := classify(c, log, err)
-		if isAPI(c) {
-			return c.Status(status).JSON(fiber.Map{"error": body})
+		status, e := classify(c, log, err)
+		switch faceOf(c) {
+		case inferenceFace:
+			return c.Status(status).JSON(fiber.Map{"error": openAIBody(status, e)})
+		case apiFace:
+			return c.Status(status).JSON(fiber.Map{"error": apiError{e.Code, e.Message, e.Field}})
 		}
-		return handlers.ErrorPage(c, status, body.Message)
+		return handlers.ErrorPage(c, status, e.Message)
 	}
 }

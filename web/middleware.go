@@ -13,50 +13,48 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"modelswitch/handlers"
+	"modelswitch/web/request"
 )
 
-// requestTimeout bounds the database work of one request.
-const requestTimeout = 10 * time.Second
-
-type ctxKey int
-
-const requestIDKey ctxKey = iota
-
-func requestID(c *fiber.Ctx) string {
-	id, _ := c.Locals(requestIDKey).(string)
-	return id
-}
-
-// logRequests gives each request an id (echoed in X-Request-ID), resolves
-// the client's address, and logs one line when the request ends. It logs the
-// path without the query and no headers, so no credential reaches a log.
+// logRequests gives each request an id (echoed in X-Request-ID) and its
+// client's address, and logs one line when the answer is sent: when the
+// handler returns or, for a streamed answer, when the stream ends. It logs
+// the path without the query and no headers, so no credential reaches a log.
 func logRequests(log *slog.Logger, trusted []netip.Prefix) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		start := time.Now()
 		raw := make([]byte, 8)
 		rand.Read(raw)
-		id := hex.EncodeToString(raw)
-		c.Locals(requestIDKey, id)
-		c.Set(fiber.HeaderXRequestID, id)
-		ip := clientIP(c, trusted)
-		handlers.SetClientIP(c, ip)
-		// Work done for a request is bounded in time, but not cancelled when a
-		// graceful shutdown begins (fasthttp's own context would be): in-flight
-		// requests finish.
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		defer cancel()
-		c.SetUserContext(ctx)
-		err := c.Next()
-		if err != nil {
+		info := &request.Info{ID: hex.EncodeToString(raw), ClientIP: clientIP(c, trusted), Start: time.Now()}
+		// Fiber reuses c once the handler returns: a stream logs from copies.
+		method, path := strings.Clone(c.Method()), strings.Clone(c.Path())
+		request.Attach(c, info, func(status int) {
+			log.Info("request", "request_id", info.ID, "method", method, "path", path, "status", status,
+				"duration_ms", float64(time.Since(info.Start).Microseconds())/1000, "ip", info.ClientIP)
+		})
+		c.Set(fiber.HeaderXRequestID, info.ID)
+		if err := c.Next(); err != nil {
 			// Answer now, so that the status logged is the one sent.
 			if herr := c.App().ErrorHandler(c, err); herr != nil {
 				c.Status(fiber.StatusInternalServerError)
 			}
 		}
-		log.Info("request", "request_id", id, "method", c.Method(), "path", c.Path(),
-			"status", c.Response().StatusCode(), "duration_ms", float64(time.Since(start).Microseconds())/1000, "ip", ip)
+		if !info.Streamed() {
+			info.Finish(c.Response().StatusCode())
+		}
 		return nil
+	}
+}
+
+// deadline bounds the work a handler does for one request. It is not
+// cancelled when a graceful shutdown begins (fasthttp's own context would
+// be), so in-flight requests finish. A streamed answer outlives it and keeps
+// its own context.
+func deadline(d time.Duration) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		c.SetUserContext(ctx)
+		return c.Next()
 	}
 }
 

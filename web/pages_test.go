@@ -13,8 +13,10 @@ import (
 
 	"github.com/PuerkitoBio/goquery"
 
+	"modelswitch/config"
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/db/dbtest"
 )
 
 // client is a cookie-keeping client of the dashboard over app.Test.
@@ -105,10 +107,7 @@ func wantStatus(t testing.TB, p page, status int) page {
 func signedUp(t testing.TB) (*client, string) {
 	b := newClient(t)
 	wantStatus(t, b.do("GET", "/signup", nil, false), 200)
-	seqMu.Lock()
-	userSeq++
-	email := fmt.Sprintf("page%d@example.com", userSeq)
-	seqMu.Unlock()
+	email := dbtest.Email("page")
 	p := wantStatus(t, b.post("/signup", url.Values{"email": {email}, "password": {"page-password"}}, false), 303)
 	if p.header.Get("Location") != "/dashboard/billing-keys" {
 		t.Fatalf("sign-up goes to %q", p.header.Get("Location"))
@@ -324,7 +323,7 @@ func TestSessionCookieAttributes(t *testing.T) {
 	if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure || c.MaxAge != int((12*time.Hour).Seconds()) {
 		t.Fatalf("cookie %+v", c)
 	}
-	prod := New(Config{Secret: testCfg.Secret, Production: true}, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	prod := New(config.Config{Secret: testCfg.Secret, Production: true}, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	res, _ := prod.Test(httptest.NewRequest("GET", "/signin", nil))
 	if cookies := res.Cookies(); len(cookies) != 1 || !cookies[0].Secure {
 		t.Fatalf("production cookie %+v", cookies)

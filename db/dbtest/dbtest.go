@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	_ "github.com/lib/pq"
 
@@ -19,11 +21,16 @@ import (
 
 // Main runs a package's tests against a database of its own and returns the
 // exit code: use it as os.Exit(dbtest.Main(m, &store)) in TestMain.
+// Without TEST_DATABASE_URL the package is skipped, so that `go test ./...`
+// still runs every package that needs no database; under CI it fails.
 func Main(m *testing.M, store **db.Store) int {
 	base := os.Getenv("TEST_DATABASE_URL")
 	if base == "" {
-		fmt.Fprintln(os.Stderr, "TEST_DATABASE_URL is not set: run `make test`, which starts a PostgreSQL for the tests, or set it to a server where tests may create databases")
-		return 1
+		fmt.Fprintln(os.Stderr, "skipped: TEST_DATABASE_URL is not set. Run `make test`, which starts a PostgreSQL for the tests, or set it to a server where tests may create databases.")
+		if os.Getenv("CI") != "" {
+			return 1
+		}
+		return 0
 	}
 	testURL, drop, err := create(base)
 	if err != nil {
@@ -79,4 +86,12 @@ func create(base string) (string, func(), error) {
 		admin.Close()
 	}
 	return u.String(), drop, nil
+}
+
+var emailSeq atomic.Int64
+
+// Email is an address no other test, in this run or an earlier one on the
+// same database, has used: label says which test made it.
+func Email(label string) string {
+	return fmt.Sprintf("%s-%d-%d@example.com", label, time.Now().UnixNano(), emailSeq.Add(1))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"modelswitch/db"
+	"modelswitch/web/request"
 )
 
 const (
@@ -46,53 +47,32 @@ func New(hashKey, blockKey []byte, secure bool, store *db.Store) *Manager {
 	return &Manager{cookies: cookies, store: store}
 }
 
-// State is the current request's session.
-type State struct {
-	CSRF      string
-	UserID    int64  // 0 when signed out
-	Email     string // the signed-in account's email, for the page header
-	sessionID string
-}
-
-type localKey struct{}
-
-// Current is the session that Load attached to the request.
-func Current(c *fiber.Ctx) *State {
-	s, _ := c.Locals(localKey{}).(*State)
-	if s == nil {
-		return &State{}
-	}
-	return s
-}
-
 // Load reads the session cookie, checks the server-side session, and gives
 // every visitor a CSRF token before their first form.
 func (m *Manager) Load(c *fiber.Ctx) error {
 	cookie, _ := m.cookies.New(cookieRequest(c), cookieName) // a bad cookie yields a new session
-	st := &State{}
-	st.CSRF, _ = cookie.Values["csrf"].(string)
-	st.sessionID, _ = cookie.Values["sid"].(string)
+	info := request.Get(c)
+	info.CSRF, _ = cookie.Values["csrf"].(string)
+	sid, _ := cookie.Values["sid"].(string)
 	dirty := false
-	if st.CSRF == "" {
-		st.CSRF = randomToken()
-		cookie.Values["csrf"] = st.CSRF
+	if info.CSRF == "" {
+		info.CSRF = randomToken()
+		cookie.Values["csrf"] = info.CSRF
 		dirty = true
 	}
-	if st.sessionID != "" {
-		userID, err := m.store.TouchSession(c.UserContext(), st.sessionID, db.BrowserSession, IdleTimeout)
+	if sid != "" {
+		userID, err := m.store.TouchSession(c.UserContext(), sid, db.BrowserSession, IdleTimeout)
 		switch {
 		case err == db.ErrSessionEnded:
 			delete(cookie.Values, "sid")
-			st.sessionID = ""
 			dirty = true
 		case err != nil:
 			return err
 		default:
-			st.UserID = userID
-			st.Email, _ = cookie.Values["email"].(string)
+			info.UserID, info.SessionID = userID, sid
+			info.Email, _ = cookie.Values["email"].(string)
 		}
 	}
-	c.Locals(localKey{}, st)
 	if dirty {
 		if err := m.save(c, cookie); err != nil {
 			return err
@@ -111,7 +91,7 @@ func CheckCSRF(c *fiber.Ctx) error {
 	if sent == "" {
 		sent = c.FormValue(CSRFField)
 	}
-	want := Current(c).CSRF
+	want := request.Get(c).CSRF
 	if want == "" || subtle.ConstantTimeCompare([]byte(sent), []byte(want)) != 1 {
 		return ErrCSRF
 	}
@@ -124,9 +104,9 @@ var ErrCSRF = fiber.NewError(fiber.StatusForbidden, "This form has expired. Relo
 // SignIn starts a fresh session for the user: a new server-side id and a new
 // CSRF token, so that nothing from before sign-in carries over.
 func (m *Manager) SignIn(c *fiber.Ctx, user db.User) error {
-	st := Current(c)
-	if st.sessionID != "" {
-		if err := m.store.DeleteSession(c.UserContext(), st.sessionID); err != nil {
+	info := request.Get(c)
+	if info.SessionID != "" {
+		if err := m.store.DeleteSession(c.UserContext(), info.SessionID); err != nil {
 			return err
 		}
 	}
@@ -139,20 +119,20 @@ func (m *Manager) SignIn(c *fiber.Ctx, user db.User) error {
 	cookie.Values["sid"] = sess.ID
 	cookie.Values["email"] = user.Email
 	cookie.Values["csrf"] = randomToken()
-	*st = State{CSRF: cookie.Values["csrf"].(string), UserID: user.ID, Email: user.Email, sessionID: sess.ID}
+	info.CSRF, info.UserID, info.Email, info.SessionID = cookie.Values["csrf"].(string), user.ID, user.Email, sess.ID
 	return m.save(c, cookie)
 }
 
 // SignOut ends this session at once; everywhere also ends every other
 // session of the account, API tokens included.
 func (m *Manager) SignOut(c *fiber.Ctx, everywhere bool) error {
-	st := Current(c)
+	info := request.Get(c)
 	var err error
 	switch {
-	case everywhere && st.UserID != 0:
-		err = m.store.DeleteUserSessions(c.UserContext(), st.UserID)
-	case st.sessionID != "":
-		err = m.store.DeleteSession(c.UserContext(), st.sessionID)
+	case everywhere && info.UserID != 0:
+		err = m.store.DeleteUserSessions(c.UserContext(), info.UserID)
+	case info.SessionID != "":
+		err = m.store.DeleteSession(c.UserContext(), info.SessionID)
 	}
 	if err != nil {
 		return err
@@ -160,7 +140,7 @@ func (m *Manager) SignOut(c *fiber.Ctx, everywhere bool) error {
 	cookie := sessions.NewSession(m.cookies, cookieName)
 	cookie.Options = m.options()
 	cookie.Options.MaxAge = -1
-	*st = State{}
+	info.CSRF, info.UserID, info.Email, info.SessionID = "", 0, "", ""
 	return m.save(c, cookie)
 }
 

@@ -255,7 +255,7 @@ func initdb(ctx context.Context, native, dir string, as *runAs, logFile *os.File
 		return fmt.Errorf("embedpg: initdb failed: %v\n%s", err, logTail(logPath, off))
 	}
 	// Replace initdb's pg_hba.conf: trust over IPv4 loopback TCP and nothing else.
-	hba := "# Written by modelswitch/db/embedpg: development only, passwordless on 127.0.0.1.\n" +
+	hba := "# Written by modelswitch/dev/embedpg: development only, passwordless on 127.0.0.1.\n" +
 		"# TYPE  DATABASE  USER  ADDRESS       METHOD\n" +
 		"host    all       all   127.0.0.1/32  trust\n"
 	hbaPath := filepath.Join(tmp, "pg_hba.conf")

@@ -37,14 +37,14 @@ type AuthPage struct {
 // KeysPage lists one kind of key.
 type KeysPage struct {
 	Page
-	Kind     KeyKind
+	Section  KeySection
 	Rows     []KeyRow
 	Form     Form
 	Revealed *Revealed // set on the page that answers a create without JavaScript
 }
 
-// KeyKind is what differs between the Billing Keys and API Keys pages.
-type KeyKind struct {
+// KeySection is what differs between the Billing Keys and API Keys pages.
+type KeySection struct {
 	Path     string // "/dashboard/keys"
 	Heading  string
 	Intro    string

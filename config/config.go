@@ -1,4 +1,6 @@
-package web
+// Package config reads the server's settings from the environment, once, at
+// start: main and every part that needs a setting get it from here.
+package config
 
 import (
 	"crypto/hmac"
@@ -23,8 +25,8 @@ type Config struct {
 	DataDir        string         // development state: embedded database, secret
 }
 
-// LoadConfig reads the environment. getenv is os.Getenv outside tests.
-func LoadConfig(getenv func(string) string) (Config, error) {
+// Load reads the environment. getenv is os.Getenv outside tests.
+func Load(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		Port:        getenv("PORT"),
 		DatabaseURL: getenv("DATABASE_URL"),
@@ -96,9 +98,9 @@ func developmentSecret(dir string) ([]byte, error) {
 	return secret, nil
 }
 
-// derive gives each use of SECRET_KEY its own key, so that a session cookie
+// Derive gives each use of SECRET_KEY its own key, so that a session cookie
 // key can never verify a JWT and the other way round.
-func (c Config) derive(purpose string) []byte {
+func (c Config) Derive(purpose string) []byte {
 	m := hmac.New(sha256.New, c.Secret)
 	m.Write([]byte("modelswitch/" + purpose))
 	return m.Sum(nil)

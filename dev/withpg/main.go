@@ -1,6 +1,6 @@
 // Command withpg runs a command with an embedded PostgreSQL available in TEST_DATABASE_URL:
 //
-//	go run ./db/embedpg/cmd/withpg -- go test ./...
+//	go run ./dev/withpg -- go test ./...
 //
 // The server's data lives in .data/test-postgres under the module root (kept between runs so only
 // the first run pays for initdb); it is stopped when the command exits, and withpg exits with the
@@ -20,7 +20,7 @@ import (
 	"sync"
 	"syscall"
 
-	"modelswitch/db/embedpg"
+	"modelswitch/dev/embedpg"
 )
 
 func main() { os.Exit(run()) }

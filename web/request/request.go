@@ -1,0 +1,71 @@
+// Package request holds who and what a request is: its id, the client's
+// address, and the account, session or key that authenticated it. The web
+// middleware writes it; handlers read it, so that handlers depend on this
+// small package and not on how a credential was checked.
+package request
+
+import (
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Info is one request's identity. Fiber reuses a request's context after the
+// handler returns, so Info is what a streamed answer keeps instead.
+type Info struct {
+	ID       string // random, echoed in X-Request-ID and every log line
+	ClientIP string // as resolved behind trusted proxies
+	Start    time.Time
+
+	UserID    int64  // the authenticated account; 0 when signed out
+	SessionID string // the session that authenticated the request, if one did
+	KeyID     int64  // the key that authenticated the request, if one did
+	Email     string // the signed-in account's email (dashboard only)
+	CSRF      string // the browser session's CSRF token (dashboard only)
+
+	// finish logs the request; a streamed answer calls it when it ends.
+	finish   func(status int)
+	streamed bool
+}
+
+type localKey struct{}
+
+// Attach gives c a fresh Info; finish is called once with the status sent.
+func Attach(c *fiber.Ctx, info *Info, finish func(status int)) {
+	info.finish = finish
+	c.Locals(localKey{}, info)
+}
+
+// Get is the request's Info; never nil.
+func Get(c *fiber.Ctx) *Info {
+	if info, ok := c.Locals(localKey{}).(*Info); ok {
+		return info
+	}
+	return &Info{}
+}
+
+// UserID is the authenticated account's id, 0 when there is none.
+func UserID(c *fiber.Ctx) int64 { return Get(c).UserID }
+
+// ClientIP is the client's address, for throttles.
+func ClientIP(c *fiber.Ctx) string { return Get(c).ClientIP }
+
+// Stream tells the middleware that the answer is written after the handler
+// returns: the request is logged by the returned func, which the stream
+// calls once when it ends, with the status it sent.
+func Stream(c *fiber.Ctx) (done func(status int)) {
+	info := Get(c)
+	info.streamed = true
+	return info.Finish
+}
+
+// Streamed reports whether the handler handed the answer to a stream.
+func (i *Info) Streamed() bool { return i.streamed }
+
+// Finish logs the request once.
+func (i *Info) Finish(status int) {
+	if f := i.finish; f != nil {
+		i.finish = nil
+		f(status)
+	}
+}
