@@ -13,12 +13,27 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
 	_ "github.com/lib/pq" // the PostgreSQL driver
+
+	"modelswitch/db/money"
 )
 
 // Store is the handle every handler works through.
 type Store struct {
-	db *sqlx.DB
+	db  *sqlx.DB
+	now func() time.Time // the clock of ledger writes and key windows
+
+	// SignupCredits is granted to each new account as a credit entry.
+	SignupCredits money.USD
+}
+
+// WithClock is the same store on another clock, so that tests can move time
+// (key windows, hold expiry) without waiting.
+func (s *Store) WithClock(now func() time.Time) *Store {
+	c := *s
+	c.now = now
+	return &c
 }
 
 // Open connects to PostgreSQL and checks that it answers.
@@ -36,7 +51,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	return &Store{db: conn}, nil
+	return &Store{db: conn, now: time.Now}, nil
 }
 
 // withTx runs fn in one transaction: committed when fn returns nil, rolled

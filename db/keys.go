@@ -6,7 +6,10 @@ import (
 	"errors"
 	"time"
 
+	"github.com/lib/pq"
+
 	"modelswitch/db/apikey"
+	"modelswitch/db/money"
 	"modelswitch/errs"
 )
 
@@ -21,6 +24,23 @@ type Key struct {
 	CreatedAt  time.Time   `db:"created_at"`
 	ExpiresAt  *time.Time  `db:"expires_at"`
 	LastUsedAt *time.Time  `db:"last_used_at"`
+
+	// Spending, for proxy keys.
+	Limit      *money.USD     `db:"spend_limit"` // nil: no limit
+	LimitReset *string        `db:"limit_reset"` // daily, weekly, monthly; nil: never
+	Models     pq.StringArray `db:"models"`      // nil: every model
+	Usage      money.USD      `db:"usage"`       // spent in the current window
+	Held       money.USD      `db:"held"`        // held by requests in flight
+}
+
+// LimitRemaining is what the key may still spend in its window, or nil
+// without a limit. It is not capped by the account's balance.
+func (k Key) LimitRemaining() *money.USD {
+	if k.Limit == nil {
+		return nil
+	}
+	r := *k.Limit - k.Usage - k.Held
+	return &r
 }
 
 // KeyStatus is whether a key works now.
@@ -53,17 +73,38 @@ type CreatedKey struct {
 
 // KeyInput is what a client gives to create a key.
 type KeyInput struct {
-	Name      string
-	ExpiresAt *time.Time
+	Name       string
+	ExpiresAt  *time.Time
+	Limit      *money.USD
+	LimitReset *string
+	Models     []string
+}
+
+// Change is an update of a field that can be cleared: Set false leaves the
+// field as it is; Set with a nil Value clears it.
+type Change[T any] struct {
+	Set   bool
+	Value *T
 }
 
 // KeyUpdate changes the fields that are set and leaves the others.
 type KeyUpdate struct {
-	Name   *string
-	Active *bool
+	Name       *string
+	Active     *bool
+	Limit      Change[money.USD]
+	LimitReset Change[string]
+	Models     Change[[]string]
 }
 
-const keyColumns = `id, user_id, kind, name, prefix, active, created_at, expires_at, last_used_at`
+func (up KeyUpdate) empty() bool {
+	return up.Name == nil && up.Active == nil && !up.Limit.Set && !up.LimitReset.Set && !up.Models.Set
+}
+
+// keyColumns reads a key. In every query that uses it, $1 is the store's
+// clock: a key's usage counts only while its window is the current one.
+const keyColumns = `id, user_id, kind, name, prefix, active, created_at, expires_at, last_used_at,
+	spend_limit, limit_reset, models, held,
+	CASE WHEN window_start = key_window_start(limit_reset, $1) THEN window_usage ELSE 0 END AS usage`
 
 // CreateKey validates in and creates a key of kind on the account.
 func (s *Store) CreateKey(ctx context.Context, userID int64, kind apikey.Kind, in KeyInput) (CreatedKey, error) {
@@ -71,8 +112,12 @@ func (s *Store) CreateKey(ctx context.Context, userID int64, kind apikey.Kind, i
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	expires, err := normalizeExpiry(in.ExpiresAt, time.Now())
+	now := s.now()
+	expires, err := normalizeExpiry(in.ExpiresAt, now)
 	if err != nil {
+		return CreatedKey{}, err
+	}
+	if err := validateLimits(kind, in.Limit, in.LimitReset, in.Models); err != nil {
 		return CreatedKey{}, err
 	}
 	secret, err := apikey.Generate(kind)
@@ -81,10 +126,10 @@ func (s *Store) CreateKey(ctx context.Context, userID int64, kind apikey.Kind, i
 	}
 	k := CreatedKey{Secret: secret}
 	err = s.db.GetContext(ctx, &k.Key, `
-		INSERT INTO api_keys (user_id, kind, name, prefix, digest, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		INSERT INTO api_keys (user_id, kind, name, prefix, digest, expires_at, spend_limit, limit_reset, models, window_start)
+		VALUES ($2, $3, $4, $5, $6, $7, $8, $9, $10, key_window_start($9, $1))
 		RETURNING `+keyColumns,
-		userID, kind, name, apikey.Prefix(secret), apikey.Digest(secret), expires)
+		now, userID, kind, name, apikey.Prefix(secret), apikey.Digest(secret), expires, in.Limit, in.LimitReset, modelArray(in.Models))
 	return k, err
 }
 
@@ -93,15 +138,28 @@ func (s *Store) ListKeys(ctx context.Context, userID int64, kind apikey.Kind) ([
 	keys := []Key{}
 	err := s.db.SelectContext(ctx, &keys, `
 		SELECT `+keyColumns+` FROM api_keys
-		WHERE user_id = $1 AND kind = $2
-		ORDER BY id DESC`, userID, kind)
+		WHERE user_id = $2 AND kind = $3
+		ORDER BY id DESC`, s.now(), userID, kind)
 	return keys, err
 }
 
-// UpdateKey renames, deactivates or reactivates one of the account's keys.
+// GetKey returns one of the account's keys.
+func (s *Store) GetKey(ctx context.Context, userID int64, kind apikey.Kind, id int64) (Key, error) {
+	var k Key
+	err := s.db.GetContext(ctx, &k, `SELECT `+keyColumns+` FROM api_keys WHERE user_id = $2 AND kind = $3 AND id = $4`,
+		s.now(), userID, kind, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Key{}, ErrKeyNotFound
+	}
+	return k, err
+}
+
+// UpdateKey renames, deactivates or reactivates one of the account's keys,
+// or changes its spending limits. A new limit_reset starts the window that
+// contains now, counting what the key already spent in it.
 func (s *Store) UpdateKey(ctx context.Context, userID int64, kind apikey.Kind, id int64, up KeyUpdate) (Key, error) {
-	if up.Name == nil && up.Active == nil {
-		return Key{}, errs.InvalidField("", "empty_update", `Send at least one of "name" and "active".`)
+	if up.empty() {
+		return Key{}, errs.InvalidField("", "empty_update", `Send at least one field to change: "name", "active", "limit", "limit_reset" or "models".`)
 	}
 	var name *string
 	if up.Name != nil {
@@ -111,11 +169,30 @@ func (s *Store) UpdateKey(ctx context.Context, userID int64, kind apikey.Kind, i
 		}
 		name = &n
 	}
+	if err := validateLimits(kind, up.Limit.Value, up.LimitReset.Value, modelsOf(up.Models)); err != nil {
+		return Key{}, err
+	}
+	var models any
+	if up.Models.Value != nil {
+		models = modelArray(*up.Models.Value)
+	}
 	var k Key
 	err := s.db.GetContext(ctx, &k, `
-		UPDATE api_keys SET name = COALESCE($4, name), active = COALESCE($5, active)
-		WHERE user_id = $1 AND kind = $2 AND id = $3
-		RETURNING `+keyColumns, userID, kind, id, name, up.Active)
+		UPDATE api_keys SET
+			name        = COALESCE($5, name),
+			active      = COALESCE($6, active),
+			spend_limit = CASE WHEN $7 THEN $8 ELSE spend_limit END,
+			limit_reset = CASE WHEN $9 THEN $10 ELSE limit_reset END,
+			models      = CASE WHEN $11 THEN $12::text[] ELSE models END,
+			window_start = CASE WHEN $9 THEN key_window_start($10, $1) ELSE window_start END,
+			window_usage = CASE WHEN $9 THEN (
+				SELECT coalesce(sum(u.cost), 0) FROM usage_hourly u
+				WHERE u.user_id = api_keys.user_id AND u.key_id = api_keys.id AND u.hour >= key_window_start($10, $1)
+			) ELSE window_usage END
+		WHERE user_id = $2 AND kind = $3 AND id = $4
+		RETURNING `+keyColumns,
+		s.now(), userID, kind, id, name, up.Active,
+		up.Limit.Set, up.Limit.Value, up.LimitReset.Set, up.LimitReset.Value, up.Models.Set, models)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Key{}, ErrKeyNotFound
 	}
@@ -145,7 +222,7 @@ const lastUsedEvery = time.Minute
 // time too. It only reads.
 func (s *Store) VerifyKey(ctx context.Context, kind apikey.Kind, digest []byte) (Key, error) {
 	var k Key
-	err := s.db.GetContext(ctx, &k, `SELECT `+keyColumns+` FROM api_keys WHERE digest = $1 AND kind = $2`, digest, kind)
+	err := s.db.GetContext(ctx, &k, `SELECT `+keyColumns+` FROM api_keys WHERE digest = $2 AND kind = $3`, s.now(), digest, kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Key{}, ErrUnknownKey
 	}
@@ -163,4 +240,19 @@ func (s *Store) RecordKeyUse(ctx context.Context, k Key) error {
 		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
 		k.ID, int64(lastUsedEvery.Seconds()))
 	return err
+}
+
+func modelsOf(c Change[[]string]) []string {
+	if c.Value == nil {
+		return nil
+	}
+	return *c.Value
+}
+
+// modelArray is a key's allow-list as a PostgreSQL array; nil is NULL.
+func modelArray(models []string) any {
+	if models == nil {
+		return nil
+	}
+	return pq.StringArray(models)
 }

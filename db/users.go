@@ -8,6 +8,7 @@ import (
 
 	"modelswitch/errs"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 )
 
@@ -32,13 +33,28 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 		return User{}, err
 	}
 	var u User
-	err = s.db.GetContext(ctx, &u,
-		`INSERT INTO users (email, password_hash) VALUES ($1, $2)
-		 RETURNING id, email, created_at`, email, hash)
-	if isUniqueViolation(err, "users_email_lower_key") {
-		return User{}, ErrEmailTaken
+	err = s.withTx(ctx, func(tx *sqlx.Tx) error {
+		err := tx.GetContext(ctx, &u,
+			`INSERT INTO users (email, password_hash) VALUES ($1, $2)
+			 RETURNING id, email, created_at`, email, hash)
+		if isUniqueViolation(err, "users_email_lower_key") {
+			return ErrEmailTaken
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO balances (user_id) VALUES ($1)`, u.ID); err != nil {
+			return err
+		}
+		if s.SignupCredits > 0 {
+			_, err = s.credit(ctx, tx, u.ID, EntryCredit, s.SignupCredits, "Sign-up credits", nil)
+		}
+		return err
+	})
+	if err != nil {
+		return User{}, err
 	}
-	return u, err
+	return u, nil
 }
 
 // CheckPassword returns the account an email and password belong to.

@@ -7,6 +7,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"modelswitch/db/apikey"
+	"modelswitch/db/money"
 	"modelswitch/errs"
 )
 
@@ -70,4 +72,42 @@ func normalizeExpiry(at *time.Time, now time.Time) (*time.Time, error) {
 		return nil, errs.InvalidField("expires_at", "invalid_expires_at", "Choose an expiry before the year 10000.")
 	}
 	return &t, nil
+}
+
+// Limit resets a proxy key's window can have.
+var limitResets = map[string]bool{"daily": true, "weekly": true, "monthly": true}
+
+const maxKeyModels = 100
+
+// validateLimits checks a proxy key's spend limit, reset and allow-list;
+// billing keys spend nothing and take none of them.
+func validateLimits(kind apikey.Kind, limit *money.USD, reset *string, models []string) error {
+	if kind != apikey.Proxy {
+		switch {
+		case limit != nil:
+			return errs.InvalidField("limit", "invalid_limit", "Billing keys have no spend limit.")
+		case reset != nil:
+			return errs.InvalidField("limit_reset", "invalid_limit_reset", "Billing keys have no spend limit.")
+		case models != nil:
+			return errs.InvalidField("models", "invalid_models", "Billing keys call no models.")
+		}
+	}
+	if limit != nil && *limit < 0 {
+		return errs.InvalidField("limit", "invalid_limit", "Set a limit of 0 dollars or more, or null for no limit.")
+	}
+	if reset != nil && !limitResets[*reset] {
+		return errs.InvalidField("limit_reset", "invalid_limit_reset", `Use "daily", "weekly" or "monthly" for limit_reset, or null for a limit that never resets.`)
+	}
+	if models == nil {
+		return nil
+	}
+	if len(models) == 0 || len(models) > maxKeyModels {
+		return errs.InvalidField("models", "invalid_models", "List 1 to 100 model ids, or send null to allow every model.")
+	}
+	for _, m := range models {
+		if m == "" || len(m) > 200 || !utf8.ValidString(m) || strings.ContainsFunc(m, unicode.IsControl) {
+			return errs.InvalidField("models", "invalid_models", "Each model is a model id from GET /v1/models, like \"modelswitch/echo\".")
+		}
+	}
+	return nil
 }
