@@ -1,12 +1,18 @@
-// Command modelswitch serves the ModelSwitch dashboard and API.
+// Command modelswitch serves the ModelSwitch dashboard, account API and
+// inference gateway.
 //
-//	modelswitch [serve]   run the web server (the default)
-//	modelswitch migrate   apply database migrations and exit
+//	modelswitch [serve]       run the web server (the default)
+//	modelswitch migrate       apply database migrations and exit
+//	modelswitch credits add --email E --amount 12.50 [--note TEXT] [--reference REF]
+//	                          add credits (a negative amount is an adjustment)
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,29 +22,47 @@ import (
 
 	"modelswitch/config"
 	"modelswitch/db"
+	"modelswitch/db/money"
 	"modelswitch/dev/embedpg"
+	"modelswitch/gateway"
 	"modelswitch/web"
 )
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	cmd := "serve"
-	if len(os.Args) > 1 {
-		cmd = os.Args[1]
+	args := os.Args[1:]
+	if len(args) == 0 {
+		args = []string{"serve"}
 	}
-	if err := run(cmd, log); err != nil {
+	if err := run(args, log); err != nil {
 		log.Error("modelswitch stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(cmd string, log *slog.Logger) error {
-	if cmd != "serve" && cmd != "migrate" {
-		return fmt.Errorf("unknown command %q: use serve or migrate", cmd)
+func run(args []string, log *slog.Logger) error {
+	cmd := args[0]
+	if cmd != "serve" && cmd != "migrate" && cmd != "credits" {
+		return fmt.Errorf("unknown command %q: use serve, migrate or credits add", cmd)
 	}
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
 		return err
+	}
+	var credit creditArgs
+	if cmd == "credits" {
+		// Read the arguments before starting anything, so a typo changes nothing.
+		if credit, err = parseCredits(args[1:], os.Stderr); err != nil {
+			return err
+		}
+	}
+	var catalog *gateway.Catalog
+	if cmd == "serve" {
+		catalog, err = gateway.LoadCatalog(cfg.ModelsFile, os.Getenv, gateway.Timeouts{
+			Connect: cfg.UpstreamConnect, FirstByte: cfg.UpstreamFirstByte, Idle: cfg.UpstreamIdle})
+		if err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -57,19 +81,23 @@ func run(cmd string, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
+	store.SignupCredits = cfg.SignupCredits
 	if err := store.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if cmd == "migrate" {
+	switch cmd {
+	case "migrate":
 		log.Info("migrations applied")
 		return nil
+	case "credits":
+		return addCredits(ctx, store, credit, os.Stdout)
 	}
 
 	go sweep(ctx, store, log)
-	app := web.New(cfg, store, log)
+	app := web.New(cfg, store, catalog, log)
 	served := make(chan error, 1)
 	go func() { served <- app.Listen(listenAddr(cfg)) }()
-	log.Info("serving", "url", "http://localhost:"+cfg.Port, "production", cfg.Production)
+	log.Info("serving", "url", "http://localhost:"+cfg.Port, "production", cfg.Production, "models", len(catalog.Models()))
 
 	select {
 	case err := <-served:
@@ -81,6 +109,47 @@ func run(cmd string, log *slog.Logger) error {
 	}
 }
 
+type creditArgs struct {
+	email string
+	c     db.Credit
+}
+
+func parseCredits(args []string, stderr io.Writer) (creditArgs, error) {
+	if len(args) == 0 || args[0] != "add" {
+		return creditArgs{}, errors.New("usage: modelswitch credits add --email E --amount 12.50 [--note TEXT] [--reference REF]")
+	}
+	fs := flag.NewFlagSet("credits add", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	email := fs.String("email", "", "the account's email")
+	amount := fs.String("amount", "", "US dollars, like 12.50; negative for an adjustment")
+	note := fs.String("note", "", "why: shown in the transactions (required for an adjustment)")
+	ref := fs.String("reference", "", "a payment id: the same reference adds credits once")
+	if err := fs.Parse(args[1:]); err != nil {
+		return creditArgs{}, err
+	}
+	if *email == "" || *amount == "" || fs.NArg() > 0 {
+		return creditArgs{}, errors.New("credits add needs --email and --amount, and takes no other arguments")
+	}
+	v, err := money.Parse(*amount)
+	if err != nil {
+		return creditArgs{}, fmt.Errorf("--amount %q: %w", *amount, err)
+	}
+	return creditArgs{*email, db.Credit{Amount: v, Note: *note, Reference: *ref}}, nil
+}
+
+func addCredits(ctx context.Context, store *db.Store, a creditArgs, out io.Writer) error {
+	b, added, err := store.AddCredits(ctx, a.email, a.c)
+	if err != nil {
+		return err
+	}
+	if !added {
+		fmt.Fprintf(out, "reference %q was added before; nothing changed. balance: %s USD\n", a.c.Reference, b.Available())
+		return nil
+	}
+	fmt.Fprintf(out, "added %s USD to %s. balance: %s USD\n", a.c.Amount, a.email, b.Available())
+	return nil
+}
+
 // listenAddr keeps a development server on this machine; in production the
 // platform routes to every interface.
 func listenAddr(cfg config.Config) string {
@@ -90,15 +159,24 @@ func listenAddr(cfg config.Config) string {
 	return "127.0.0.1:" + cfg.Port
 }
 
-// sweep deletes ended sessions and stale sign-in counts every hour.
+// sweep releases expired holds every minute, and deletes ended sessions and
+// stale sign-in counts every hour.
 func sweep(ctx context.Context, store *db.Store, log *slog.Logger) {
-	for t := time.NewTicker(time.Hour); ; {
-		if err := store.DeleteExpired(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("sweep expired sessions", "error", err)
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		if n, err := store.ReleaseExpiredHolds(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("sweep expired holds", "error", err)
+		} else if n > 0 {
+			log.Info("released expired holds", "count", n)
+		}
+		if i%60 == 0 {
+			if err := store.DeleteExpired(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("sweep expired sessions", "error", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-t.C:
 		}

@@ -13,6 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"modelswitch/db/money"
 )
 
 // Config is everything the server reads from its environment.
@@ -23,6 +26,12 @@ type Config struct {
 	Production     bool
 	TrustedProxies []netip.Prefix // proxies whose X-Forwarded-For is believed
 	DataDir        string         // development state: embedded database, secret
+
+	SignupCredits money.USD // granted to each new account
+	ModelsFile    string    // the model catalog; empty: only modelswitch/echo
+	// Upstream timeouts: connecting, waiting for the first byte of an
+	// answer, and waiting between bytes of a streamed answer.
+	UpstreamConnect, UpstreamFirstByte, UpstreamIdle time.Duration
 }
 
 // Load reads the environment. getenv is os.Getenv outside tests.
@@ -70,6 +79,36 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, err
 		}
 		cfg.Secret = s
+	}
+	cfg.SignupCredits = 5 * money.Dollar
+	if cfg.Production {
+		cfg.SignupCredits = 0
+	}
+	if raw := getenv("SIGNUP_CREDITS"); raw != "" {
+		v, err := money.Parse(raw)
+		if err != nil || v < 0 {
+			return Config{}, fmt.Errorf("SIGNUP_CREDITS must be an amount of US dollars of 0 or more, like 5 or 2.50, not %q", raw)
+		}
+		cfg.SignupCredits = v
+	}
+	cfg.ModelsFile = getenv("MODELS_FILE")
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+		def  time.Duration
+	}{
+		{"UPSTREAM_CONNECT_TIMEOUT", &cfg.UpstreamConnect, 5 * time.Second},
+		{"UPSTREAM_FIRST_BYTE_TIMEOUT", &cfg.UpstreamFirstByte, 60 * time.Second},
+		{"UPSTREAM_IDLE_TIMEOUT", &cfg.UpstreamIdle, 60 * time.Second},
+	} {
+		*d.dst = d.def
+		if raw := getenv(d.name); raw != "" {
+			v, err := time.ParseDuration(raw)
+			if err != nil || v <= 0 {
+				return Config{}, fmt.Errorf("%s must be a positive duration like 30s, not %q", d.name, raw)
+			}
+			*d.dst = v
+		}
 	}
 	if cfg.Production && cfg.DatabaseURL == "" {
 		return Config{}, errors.New("APP_ENV=production needs DATABASE_URL")

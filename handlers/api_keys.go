@@ -5,6 +5,7 @@ import (
 
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/db/money"
 	"modelswitch/web/request"
 )
 
@@ -24,15 +25,30 @@ type keyObject struct {
 	CreatedAt  string  `json:"createdAt"`
 	ExpiresAt  *string `json:"expiresAt"`
 	LastUsedAt *string `json:"lastUsedAt"`
+	*spending
+}
+
+// spending is what a proxy key's object adds: always all five fields, null
+// when unset.
+type spending struct {
+	Limit          *money.USD `json:"limit"`
+	LimitReset     *string    `json:"limitReset"`
+	LimitRemaining *money.USD `json:"limitRemaining"`
+	Usage          money.USD  `json:"usage"`
+	Models         []string   `json:"models"`
 }
 
 func newKeyObject(k db.Key) keyObject {
-	return keyObject{
+	o := keyObject{
 		ID: k.ID, Name: k.Name, Prefix: k.Prefix, Active: k.Active,
 		CreatedAt:  timestamp(k.CreatedAt),
 		ExpiresAt:  optionalTimestamp(k.ExpiresAt),
 		LastUsedAt: optionalTimestamp(k.LastUsedAt),
 	}
+	if k.Kind == apikey.Proxy {
+		o.spending = &spending{Limit: k.Limit, LimitReset: k.LimitReset, LimitRemaining: k.LimitRemaining(), Usage: k.Usage, Models: k.Models}
+	}
+	return o
 }
 
 // List: GET → 200 {"keys": [...]}, newest first.
@@ -51,7 +67,7 @@ func (h *KeysAPI) List(c *fiber.Ctx) error {
 // Create: POST {"name", "expires_at"?} → 201 with the key, shown this once
 // (every /api answer is no-store: web.noStore).
 func (h *KeysAPI) Create(c *fiber.Ctx) error {
-	in, err := readKeyInput(c.Body())
+	in, err := readKeyInput(c.Body(), h.Kind)
 	if err != nil {
 		return err
 	}
@@ -59,6 +75,7 @@ func (h *KeysAPI) Create(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	created := newKeyObject(k.Key)
 	return c.Status(fiber.StatusCreated).JSON(struct {
 		ID        int64   `json:"id"`
 		Key       string  `json:"key"`
@@ -66,7 +83,8 @@ func (h *KeysAPI) Create(c *fiber.Ctx) error {
 		Name      string  `json:"name"`
 		CreatedAt string  `json:"createdAt"`
 		ExpiresAt *string `json:"expiresAt"`
-	}{k.ID, k.Secret, k.Prefix, k.Name, timestamp(k.CreatedAt), optionalTimestamp(k.ExpiresAt)})
+		*spending
+	}{k.ID, k.Secret, k.Prefix, k.Name, created.CreatedAt, created.ExpiresAt, created.spending})
 }
 
 // Update: PUT /{id} {"name"?, "active"?} → 200 key object.
@@ -75,7 +93,7 @@ func (h *KeysAPI) Update(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	up, err := readKeyUpdate(c.Body())
+	up, err := readKeyUpdate(c.Body(), h.Kind)
 	if err != nil {
 		return err
 	}
@@ -98,40 +116,73 @@ func (h *KeysAPI) Delete(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "deleted"})
 }
 
-// readKeyInput decodes the body of a create: {"name", "expires_at"?}.
-func readKeyInput(body []byte) (db.KeyInput, error) {
+// keyFields is what a create or update of each kind of key takes.
+var keyFields = map[apikey.Kind][]string{
+	apikey.Proxy:   {"name", "expires_at", "limit", "limit_reset", "models"},
+	apikey.Billing: {"name", "expires_at"},
+}
+
+// readKeyInput decodes the body of a create: {"name", "expires_at"?} and,
+// for proxy keys, {"limit"?, "limit_reset"?, "models"?}.
+func readKeyInput(body []byte, kind apikey.Kind) (db.KeyInput, error) {
+	var in db.KeyInput
 	o, err := decodeObject(body)
 	if err != nil {
-		return db.KeyInput{}, err
+		return in, err
 	}
-	if err := o.only("name", "expires_at"); err != nil {
-		return db.KeyInput{}, err
+	if err := o.only(keyFields[kind]...); err != nil {
+		return in, err
 	}
 	name, err := o.string("name")
 	if err != nil {
-		return db.KeyInput{}, err
+		return in, err
 	}
-	in := db.KeyInput{}
 	if name != nil {
 		in.Name = *name
 	}
-	in.ExpiresAt, err = o.time("expires_at")
+	if in.ExpiresAt, err = o.time("expires_at"); err != nil {
+		return in, err
+	}
+	if in.Limit, err = o.amount("limit"); err != nil {
+		return in, err
+	}
+	if in.LimitReset, err = o.string("limit_reset"); err != nil {
+		return in, err
+	}
+	models, err := o.strings("models")
+	if models != nil {
+		in.Models = *models
+	}
 	return in, err
 }
 
-// readKeyUpdate decodes the body of an update: {"name"?, "active"?}.
-func readKeyUpdate(body []byte) (db.KeyUpdate, error) {
+// readKeyUpdate decodes the body of an update: {"name"?, "active"?} and, for
+// proxy keys, {"limit"?, "limit_reset"?, "models"?}, where null clears.
+func readKeyUpdate(body []byte, kind apikey.Kind) (db.KeyUpdate, error) {
 	var up db.KeyUpdate
 	o, err := decodeObject(body)
 	if err != nil {
 		return up, err
 	}
-	if err := o.only("name", "active"); err != nil {
+	fields := []string{"name", "active"}
+	if kind == apikey.Proxy {
+		fields = append(fields, "limit", "limit_reset", "models")
+	}
+	if err := o.only(fields...); err != nil {
 		return up, err
 	}
 	if up.Name, err = o.string("name"); err != nil {
 		return up, err
 	}
-	up.Active, err = o.bool("active")
+	if up.Active, err = o.bool("active"); err != nil {
+		return up, err
+	}
+	if up.Limit, err = change(o, "limit", object.amount); err != nil {
+		return up, err
+	}
+	if up.LimitReset, err = change(o, "limit_reset", object.string); err != nil {
+		return up, err
+	}
+	up.Models, err = change(o, "models", object.strings)
 	return up, err
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"modelswitch/db"
+	"modelswitch/db/money"
 	"modelswitch/errs"
 
 	"github.com/gofiber/fiber/v2"
@@ -133,4 +135,43 @@ func optionalTimestamp(t *time.Time) *string {
 	}
 	s := timestamp(*t)
 	return &s
+}
+
+// sent reports whether a field was sent at all, null included.
+func (o object) sent(name string) bool {
+	_, ok := o[name]
+	return ok
+}
+
+// amount reads a number of US dollars, exactly as written: 12.5, not 1.25e1.
+func (o object) amount(name string) (*money.USD, error) {
+	if !o.present(name) {
+		return nil, nil
+	}
+	v, err := money.Parse(string(o[name]))
+	if err != nil {
+		return nil, errs.InvalidField(name, "invalid_"+name,
+			fmt.Sprintf("%q must be a number of US dollars with at most 9 decimal places, like 12.50, or null.", name))
+	}
+	return &v, nil
+}
+
+func (o object) strings(name string) (*[]string, error) {
+	if !o.present(name) {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(o[name], &list); err != nil {
+		return nil, errs.InvalidField(name, "invalid_type", fmt.Sprintf("%q must be an array of strings, or null.", name))
+	}
+	if list == nil {
+		list = []string{}
+	}
+	return &list, nil
+}
+
+// change reads a field that an update may set, clear (null) or leave out.
+func change[T any](o object, name string, read func(object, string) (*T, error)) (db.Change[T], error) {
+	v, err := read(o, name)
+	return db.Change[T]{Set: o.sent(name), Value: v}, err
 }

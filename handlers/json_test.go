@@ -3,22 +3,23 @@ package handlers
 import (
 	"testing"
 
+	"modelswitch/db/apikey"
 	"modelswitch/errs"
 )
 
 // decodeBoth runs a body through the decoders that Create and Update use.
 func decodeBoth(body []byte) (createErr, updateErr error) {
-	_, createErr = readKeyInput(body)
-	_, updateErr = readKeyUpdate(body)
+	_, createErr = readKeyInput(body, apikey.Proxy)
+	_, updateErr = readKeyUpdate(body, apikey.Proxy)
 	return createErr, updateErr
 }
 
 func TestDecodeKeyRequests(t *testing.T) {
-	in, err := readKeyInput([]byte(` {"name": "x", "expires_at": "2030-01-01T00:00:00+02:00"} `))
+	in, err := readKeyInput([]byte(` {"name": "x", "expires_at": "2030-01-01T00:00:00+02:00"} `), apikey.Proxy)
 	if err != nil || in.Name != "x" || in.ExpiresAt == nil || in.ExpiresAt.UTC().Hour() != 22 {
 		t.Fatalf("create: %+v %v", in, err)
 	}
-	up, err := readKeyUpdate([]byte(`{"name": null, "active": false}`))
+	up, err := readKeyUpdate([]byte(`{"name": null, "active": false}`), apikey.Proxy)
 	if err != nil || up.Name != nil || up.Active == nil || *up.Active {
 		t.Fatalf("update: %+v %v", up, err)
 	}

@@ -24,6 +24,7 @@ import (
 	"modelswitch/config"
 	"modelswitch/db"
 	"modelswitch/db/dbtest"
+	"modelswitch/gateway"
 	"modelswitch/web/token"
 )
 
@@ -35,6 +36,14 @@ var (
 	testCfg = config.Config{Secret: []byte("test-secret-test-secret-test-secret!"), Port: "0",
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32")}}
 	app *fiber.App
+	// builtinCatalog is the catalog with no MODELS_FILE: modelswitch/echo.
+	builtinCatalog = func() *gateway.Catalog {
+		c, err := gateway.LoadCatalog("", os.Getenv, gateway.Timeouts{})
+		if err != nil {
+			panic(err)
+		}
+		return c
+	}()
 )
 
 func TestMain(m *testing.M) {
@@ -43,7 +52,7 @@ func TestMain(m *testing.M) {
 
 func testApp() *fiber.App {
 	if app == nil {
-		app = New(testCfg, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		app = New(testCfg, store, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}
 	return app
 }
@@ -130,10 +139,17 @@ func expect(t testing.TB, r response, status int) response {
 // signup creates an account and returns "Bearer <jwt>".
 func signup(t testing.TB) string {
 	t.Helper()
-	email := dbtest.Email("api")
+	jwt, _ := signupWithEmail(t)
+	return jwt
+}
+
+// signupWithEmail creates an account and returns "Bearer <jwt>" and its email.
+func signupWithEmail(t testing.TB) (jwt, email string) {
+	t.Helper()
+	email = dbtest.Email("api")
 	expect(t, call(t, "POST", "/api/auth/signup", "", map[string]string{"email": email, "password": "hunter2hunter2"}), 201)
 	r := expect(t, call(t, "POST", "/api/auth/login", "", map[string]string{"email": email, "password": "hunter2hunter2"}), 200)
-	return "Bearer " + r.body["token"].(string)
+	return "Bearer " + r.body["token"].(string), email
 }
 
 // billingKey creates a billing key with a session and returns "Bearer mk-…".
@@ -382,7 +398,7 @@ func TestOtherAccountsIDs(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	jwt := signup(t)
 	mk := billingKey(t, jwt)
-	id, _ := proxyKey(t, mk)
+	id, ms := proxyKey(t, mk)
 	keyPath := fmt.Sprintf("/api/keys/%d", id)
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	cases := []struct {
@@ -420,7 +436,7 @@ func TestBadInput(t *testing.T) {
 		{"id overflow", "DELETE", "/api/keys/99999999999999999999", mk, nil, 400, "invalid_id", "id"},
 		{"billing id word", "DELETE", "/api/billing-keys/x", jwt, nil, 400, "invalid_id", "id"},
 		{"unknown route", "GET", "/api/nothing", mk, nil, 404, "not_found", ""},
-		{"unknown v1 route", "POST", "/v1/chat/completions", mk, nil, 404, "not_found", ""},
+		{"unknown v1 route", "POST", "/v1/completions", ms, nil, 404, "not_found", ""},
 		{"signup bad email", "POST", "/api/auth/signup", "", `{"email": "nope", "password": "12345678"}`, 400, "invalid_email", "email"},
 		{"signup short password", "POST", "/api/auth/signup", "", `{"email": "short@example.com", "password": "1234567"}`, 400, "invalid_password", "password"},
 		{"signup password number", "POST", "/api/auth/signup", "", `{"email": "num@example.com", "password": 12345678}`, 400, "invalid_type", "password"},
@@ -589,7 +605,7 @@ func TestHealthzWithoutDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	a := New(testCfg, s, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := New(testCfg, s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	res, _ := a.Test(httptest.NewRequest("GET", "/healthz", nil))
 	raw, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 503 || !strings.Contains(string(raw), `"code":"database_unavailable"`) {
@@ -600,7 +616,7 @@ func TestHealthzWithoutDatabase(t *testing.T) {
 func TestNoSecretInLogs(t *testing.T) {
 	var logs strings.Builder
 	var mu sync.Mutex
-	a := New(testCfg, store, slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil)))
+	a := New(testCfg, store, builtinCatalog, slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil)))
 	send := func(method, path, auth, body string) map[string]any {
 		req := httptest.NewRequest(method, path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -717,7 +733,7 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // graceful shutdown, then lets the request finish: it must succeed, not fail
 // with its database work cancelled because shutdown had begun.
 func TestShutdownDrainsInFlightRequests(t *testing.T) {
-	a := New(testCfg, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := New(testCfg, store, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

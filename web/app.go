@@ -18,6 +18,7 @@ import (
 	"modelswitch/config"
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/gateway"
 	"modelswitch/handlers"
 	"modelswitch/web/session"
 	"modelswitch/web/token"
@@ -45,7 +46,7 @@ func limitsFor(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 
 // New returns the whole application: the JSON API under /api and /v1, and
 // the dashboard around it.
-func New(cfg config.Config, store *db.Store, log *slog.Logger) *fiber.App {
+func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog.Logger) *fiber.App {
 	app := fiber.New(fiber.Config{
 		AppName:               "ModelSwitch",
 		BodyLimit:             MaxBody, // limitsFor raises it for /v1
@@ -88,10 +89,19 @@ func New(cfg config.Config, store *db.Store, log *slog.Logger) *fiber.App {
 	api.Post("/keys", billingKey, proxyKeys.Create)
 	api.Put("/keys/:id", billingKey, proxyKeys.Update)
 	api.Delete("/keys/:id", billingKey, proxyKeys.Delete)
+	ledger := &handlers.LedgerAPI{Store: store}
+	api.Get("/balance", billingKey, ledger.Balance)
+	api.Get("/usage", billingKey, ledger.Usage)
+	api.Get("/transactions", billingKey, ledger.Transactions)
+	api.Get("/generations/:id", billingKey, ledger.Generation)
 	api.Use(notFound)
 
-	v1 := app.Group("/v1", deadline(requestTimeout), requireJSON)
-	v1.Get("/models", proxyKey, handlers.Models)
+	inference := &handlers.Inference{Store: store, Catalog: catalog, Log: log}
+	v1 := app.Group("/v1", deadline(requestTimeout), requireJSON, proxyKey)
+	v1.Get("/models", inference.Models)
+	v1.Get("/key", inference.Key)
+	v1.Post("/chat/completions", inference.Chat)
+	v1.Post("/embeddings", inference.Embeddings)
 	v1.Use(notFound)
 
 	// The dashboard: cookie sessions and CSRF tokens.

@@ -85,7 +85,7 @@ func openDashboard(t *testing.T, js bool) *tab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(testCfg, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := New(testCfg, store, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	go srv.Listener(ln)
 	t.Cleanup(func() { srv.ShutdownWithTimeout(5 * time.Second) })
 	base := "http://" + ln.Addr().String()

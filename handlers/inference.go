@@ -1,0 +1,173 @@
+package handlers
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/db"
+	"modelswitch/db/apikey"
+	"modelswitch/db/money"
+	"modelswitch/errs"
+	"modelswitch/gateway"
+	"modelswitch/web/request"
+)
+
+// maxInference bounds one inference from the request to the last byte of
+// its answer; the hold outlives it (db.HoldTTL).
+const maxInference = 10 * time.Minute
+
+// heartbeat is how long a quiet stream waits before it writes a comment:
+// fasthttp says nothing when a client goes away, so a failed write is how a
+// disconnect is seen. The first write after a disconnect may still succeed,
+// so the upstream is cancelled within two heartbeats.
+const heartbeat = 500 * time.Millisecond
+
+// Inference serves /v1 to proxy keys: the model list, the key itself, and
+// chat completions and embeddings forwarded through the gateway. Every
+// inference is held before it is forwarded and charged after it answered.
+type Inference struct {
+	Store   *db.Store
+	Catalog *gateway.Catalog
+	Log     *slog.Logger
+}
+
+type pricing struct {
+	Input  money.PerMillion `json:"input"`
+	Output money.PerMillion `json:"output"`
+}
+
+type modelObject struct {
+	ID      string  `json:"id"`
+	Object  string  `json:"object"`
+	Created int64   `json:"created"`
+	OwnedBy string  `json:"owned_by"`
+	Pricing pricing `json:"pricing"`
+}
+
+// Models: GET /v1/models → the configured models, in OpenAI's list shape,
+// each with its price in USD per million tokens.
+func (h *Inference) Models(c *fiber.Ctx) error {
+	models := h.Catalog.Models()
+	data := make([]modelObject, len(models))
+	for i, m := range models {
+		data[i] = modelObject{m.ID, "model", m.Created, m.OwnedBy, pricing{m.InputPrice, m.OutputPrice}}
+	}
+	return c.JSON(fiber.Map{"object": "list", "data": data})
+}
+
+// Key: GET /v1/key → the calling key's own object, as /api/keys lists it.
+func (h *Inference) Key(c *fiber.Ctx) error {
+	info := request.Get(c)
+	k, err := h.Store.GetKey(c.UserContext(), info.UserID, apikey.Proxy, info.KeyID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(newKeyObject(k))
+}
+
+// Chat: POST /v1/chat/completions, streamed or not.
+func (h *Inference) Chat(c *fiber.Ctx) error { return h.forward(c, gateway.ChatCompletions) }
+
+// Embeddings: POST /v1/embeddings.
+func (h *Inference) Embeddings(c *fiber.Ctx) error { return h.forward(c, gateway.Embeddings) }
+
+// forward holds the most the request can cost, sends it upstream and
+// answers with the upstream's answer once it has one, so that an upstream
+// error keeps its status; then it charges what was produced. A request that
+// fails before any output is produced costs nothing.
+func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
+	// Fiber reuses the request's buffer once the handler returns; a stream
+	// outlives it.
+	call, err := h.Catalog.Prepare(endpoint, bytes.Clone(c.Body()))
+	if err != nil {
+		return err
+	}
+	info := request.Get(c)
+	hold, err := h.Store.PlaceHold(c.UserContext(), info.UserID, info.KeyID, call.Model.ID, call.Hold)
+	if err != nil {
+		return err
+	}
+	gen := &generation{h: h, call: call, hold: hold, id: gateway.NewGenerationID(), start: time.Now()}
+	c.Set("X-Generation-Id", gen.id)
+
+	// A streamed answer outlives this handler: the upstream call has a
+	// context of its own, cancelled when the answer ends or the client goes.
+	ctx, cancel := context.WithTimeout(context.Background(), maxInference)
+	resp, err := call.Send(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = errUpstreamTimeout
+	}
+	if err == nil && resp.Status >= 300 {
+		err = call.UpstreamError(resp)
+		resp.Body.Close()
+	}
+	if err != nil {
+		cancel()
+		gen.settle(gateway.Result{})
+		return err
+	}
+	if !call.Stream {
+		defer cancel()
+		defer resp.Body.Close()
+		res, err := call.Read(resp, 0)
+		gen.settle(res)
+		if err != nil {
+			return err
+		}
+		c.Set(fiber.HeaderContentType, resp.ContentType)
+		return c.Status(resp.Status).Send(res.Body)
+	}
+	done := request.Stream(c)
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set("X-Accel-Buffering", "no") // nginx: pass events on as they come
+	c.Status(resp.Status)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer cancel()
+		defer resp.Body.Close()
+		gen.settle(call.Relay(ctx, cancel, resp, flusher{w}, gateway.RelayOptions{Heartbeat: heartbeat}))
+		done(resp.Status)
+	})
+	return nil
+}
+
+var errUpstreamTimeout = &errs.Error{Kind: errs.UpstreamTimeout, Code: "upstream_timeout",
+	Message: "The model provider did not answer in time. Try again, or ask for less."}
+
+// flusher adapts fasthttp's stream writer to the gateway's.
+type flusher struct{ *bufio.Writer }
+
+// generation is one inference on its way through the gateway.
+type generation struct {
+	h     *Inference
+	call  *gateway.Call
+	hold  db.Hold
+	id    string
+	start time.Time
+}
+
+// settle charges what res produced, or releases the hold when nothing was.
+// It runs after the client may have gone, so it has a context of its own.
+func (g *generation) settle(res gateway.Result) {
+	var u *db.Usage
+	if res.Produced {
+		u = &db.Usage{
+			GenerationID: g.id, Model: g.call.Model.ID,
+			InputTokens: res.Usage.Input, OutputTokens: res.Usage.Output, Estimated: res.Usage.Estimated,
+			Cost: g.call.Cost(res.Usage), Streamed: g.call.Stream, Status: res.Status,
+			FinishReason: res.FinishReason, Latency: time.Since(g.start),
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.h.Store.Settle(ctx, g.hold, u); err != nil {
+		// The sweep releases the hold; the charge is lost, and said so.
+		g.h.Log.Error("settle an inference", "generation_id", g.id, "hold_id", g.hold.ID, "error", err)
+	}
+}
