@@ -34,7 +34,7 @@ test: deps browser bin/withpg
 	else ./bin/withpg -- $(MAKE) --no-print-directory test-go; fi
 
 test-go:
-	CHROMIUM=$${CHROMIUM:-$$(command -v chromium || command -v chromium-browser)} $(GO) test -race -count=1 ./...
+	CHROMIUM=$${CHROMIUM:-$$(command -v chromium || command -v chromium-browser)} $(GO) test -race -count=1 -timeout 15m ./...
 
 bin/withpg: $(GOFILES)
 	$(GO) build -o $@ ./dev/withpg
