@@ -48,6 +48,7 @@ browser:
 fuzz: bin/withpg
 	$(GO) test ./db/apikey -run '^$$' -fuzz FuzzParse -fuzztime 20s
 	$(GO) test ./handlers -run '^$$' -fuzz FuzzDecodeKeyRequests -fuzztime 20s
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzPrepare -fuzztime 20s
 
 bench: bin/withpg
 	./bin/withpg -- $(GO) test -run '^$$' -bench . -benchmem ./...
