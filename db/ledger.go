@@ -96,26 +96,27 @@ func (s *Store) AddCredits(ctx context.Context, email string, c Credit) (Balance
 	if c.Reference != "" {
 		ref = &c.Reference
 	}
-	added := false
 	err = s.withTx(ctx, func(tx *sqlx.Tx) error {
-		var err error
-		added, err = s.credit(ctx, tx, userID, typ, c.Amount, description, ref)
-		return err
+		return s.credit(ctx, tx, userID, typ, c.Amount, description, ref)
 	})
-	if err != nil {
+	added := !errors.Is(err, errSeenBefore)
+	if err != nil && added {
 		return Balance{}, false, err
 	}
 	b, err := s.GetBalance(ctx, userID)
 	return b, added, err
 }
 
-// credit writes one credit or adjustment entry; a reference seen before
-// writes nothing, and the caller's transaction is left as it was.
-func (s *Store) credit(ctx context.Context, tx *sqlx.Tx, userID int64, typ string, amount money.USD, description string, ref *string) (bool, error) {
+// errSeenBefore rolls back a credit whose reference was added before.
+var errSeenBefore = errors.New("db: credit reference seen before")
+
+// credit writes one credit or adjustment entry, or fails with errSeenBefore
+// when its reference was added before (the caller rolls back).
+func (s *Store) credit(ctx context.Context, tx *sqlx.Tx, userID int64, typ string, amount money.USD, description string, ref *string) error {
 	var after money.USD
 	if err := tx.GetContext(ctx, &after,
 		`UPDATE balances SET credits = credits + $2 WHERE user_id = $1 RETURNING credits - usage`, userID, amount); err != nil {
-		return false, err
+		return err
 	}
 	var id int64
 	err := tx.GetContext(ctx, &id, `
@@ -124,11 +125,9 @@ func (s *Store) credit(ctx context.Context, tx *sqlx.Tx, userID int64, typ strin
 		ON CONFLICT (user_id, reference) WHERE reference IS NOT NULL DO NOTHING
 		RETURNING id`, userID, typ, amount, after, description, ref, s.now())
 	if errors.Is(err, sql.ErrNoRows) {
-		// Seen before: undo the total without a trace in the ledger.
-		_, err = tx.ExecContext(ctx, `UPDATE balances SET credits = credits - $2 WHERE user_id = $1`, userID, amount)
-		return false, err
+		return errSeenBefore
 	}
-	return err == nil, err
+	return err
 }
 
 // Hold is money set aside for one request in flight.

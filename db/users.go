@@ -47,7 +47,7 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 			return err
 		}
 		if s.SignupCredits > 0 {
-			_, err = s.credit(ctx, tx, u.ID, EntryCredit, s.SignupCredits, "Sign-up credits", nil)
+			err = s.credit(ctx, tx, u.ID, EntryCredit, s.SignupCredits, "Sign-up credits", nil)
 		}
 		return err
 	})

@@ -74,6 +74,8 @@ func (p *openAI) Send(ctx context.Context, req Request) (*Response, error) {
 		cancel()
 		var netErr net.Error
 		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return nil, errTimeout // the caller's bound on the whole inference
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		case errors.As(err, &netErr) && netErr.Timeout():

@@ -429,3 +429,48 @@ func TestUpstreamError(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenAICallerDeadline: the caller's bound on a whole inference running
+// out is a timeout (504), before the answer starts and while it is read.
+func TestOpenAICallerDeadline(t *testing.T) {
+	var streamed atomic.Bool
+	cancelled := make(chan struct{}, 2)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // net/http notices a closed connection only after the body
+		if streamed.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.(http.Flusher).Flush() // headers, then no body
+		}
+		<-r.Context().Done() // the router gave up on the request
+		cancelled <- struct{}{}
+	}))
+	defer upstream.Close()
+	c := upstreamCatalog(t, upstream.URL, Timeouts{})
+	call, err := c.Prepare(ChatCompletions, []byte(`{"model":"test/gpt","messages":[{}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := call.Send(ctx); !errs.Is(err, errs.UpstreamTimeout) {
+		t.Fatalf("deadline before the answer: %v, want upstream_timeout", err)
+	}
+	streamed.Store(true)
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	resp, err := call.Send(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := call.Read(resp, 0); !errs.Is(err, errs.UpstreamTimeout) {
+		t.Fatalf("deadline while reading: %v, want upstream_timeout", err)
+	}
+	for i := range 2 {
+		select {
+		case <-cancelled:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("upstream request %d still running after the deadline", i+1)
+		}
+	}
+}

@@ -98,6 +98,9 @@ func readError(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errTimeout
+	}
 	return errBrokenAnswer
 }
 

@@ -116,10 +116,20 @@ func (h *KeysAPI) Delete(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "deleted"})
 }
 
-// keyFields is what a create or update of each kind of key takes.
-var keyFields = map[apikey.Kind][]string{
-	apikey.Proxy:   {"name", "expires_at", "limit", "limit_reset", "models"},
-	apikey.Billing: {"name", "expires_at"},
+// spendingFields are what proxy keys take beyond billing keys, on create
+// and update alike.
+var spendingFields = []string{"limit", "limit_reset", "models"}
+
+// keyFields is what a create (or, with update, an update) of kind takes.
+func keyFields(kind apikey.Kind, update bool) []string {
+	fields := []string{"name", "expires_at"}
+	if update {
+		fields = []string{"name", "active"}
+	}
+	if kind == apikey.Proxy {
+		fields = append(fields, spendingFields...)
+	}
+	return fields
 }
 
 // readKeyInput decodes the body of a create: {"name", "expires_at"?} and,
@@ -130,7 +140,7 @@ func readKeyInput(body []byte, kind apikey.Kind) (db.KeyInput, error) {
 	if err != nil {
 		return in, err
 	}
-	if err := o.only(keyFields[kind]...); err != nil {
+	if err := o.only(keyFields(kind, false)...); err != nil {
 		return in, err
 	}
 	name, err := o.string("name")
@@ -164,11 +174,7 @@ func readKeyUpdate(body []byte, kind apikey.Kind) (db.KeyUpdate, error) {
 	if err != nil {
 		return up, err
 	}
-	fields := []string{"name", "active"}
-	if kind == apikey.Proxy {
-		fields = append(fields, "limit", "limit_reset", "models")
-	}
-	if err := o.only(fields...); err != nil {
+	if err := o.only(keyFields(kind, true)...); err != nil {
 		return up, err
 	}
 	if up.Name, err = o.string("name"); err != nil {

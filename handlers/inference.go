@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/db/money"
-	"modelswitch/errs"
 	"modelswitch/gateway"
 	"modelswitch/web/request"
 )
@@ -100,9 +98,6 @@ func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
 	// context of its own, cancelled when the answer ends or the client goes.
 	ctx, cancel := context.WithTimeout(context.Background(), maxInference)
 	resp, err := call.Send(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = errUpstreamTimeout
-	}
 	if err == nil && resp.Status >= 300 {
 		err = call.UpstreamError(resp)
 		resp.Body.Close()
@@ -136,9 +131,6 @@ func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
 	})
 	return nil
 }
-
-var errUpstreamTimeout = &errs.Error{Kind: errs.UpstreamTimeout, Code: "upstream_timeout",
-	Message: "The model provider did not answer in time. Try again, or ask for less."}
 
 // flusher adapts fasthttp's stream writer to the gateway's.
 type flusher struct{ *bufio.Writer }

@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -81,14 +79,7 @@ func openDashboard(t *testing.T, js bool) *tab {
 	start := time.Now()
 	t.Cleanup(func() { t.Logf("browser test took %s", time.Since(start).Round(time.Millisecond)) })
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(testCfg, store, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go srv.Listener(ln)
-	t.Cleanup(func() { srv.ShutdownWithTimeout(5 * time.Second) })
-	base := "http://" + ln.Addr().String()
+	base := serve(t, builtinCatalog)
 
 	profile := t.TempDir() // registered first, so removed after the browser has exited
 	ctx, cancel := context.WithTimeout(context.Background(), browserTestTimeout)
