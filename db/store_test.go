@@ -90,40 +90,47 @@ func TestCreateUser(t *testing.T) {
 	}
 }
 
+// addrSeq numbers client addresses, so that each run of a test (-count)
+// counts sign-ins from addresses of its own: the database outlives a run.
+var addrSeq int
+
+func freshAddr() string {
+	addrSeq++
+	return fmt.Sprintf("2001:db8::%x", addrSeq)
+}
+
 func TestCheckPasswordAndThrottle(t *testing.T) {
 	u := newUser(t)
-	got, err := store.CheckPassword(ctx, u.Email, "correct horse", "192.0.2.1")
+	home, other, third := freshAddr(), freshAddr(), freshAddr()
+	got, err := store.CheckPassword(ctx, u.Email, "correct horse", home)
 	if err != nil || got.ID != u.ID {
 		t.Fatalf("right password: %v %+v", err, got)
 	}
-	_, errWrong := store.CheckPassword(ctx, u.Email, "wrong horse", "192.0.2.1")
-	_, errUnknown := store.CheckPassword(ctx, "nobody@example.com", "wrong horse", "192.0.2.1")
+	_, errWrong := store.CheckPassword(ctx, u.Email, "wrong horse", home)
+	_, errUnknown := store.CheckPassword(ctx, dbtest.Email("nobody"), "wrong horse", home)
 	if errWrong != db.ErrBadCredentials || errUnknown != db.ErrBadCredentials {
 		t.Fatalf("wrong password %v, unknown email %v: want the same error", errWrong, errUnknown)
 	}
 	// Four more failures reach the per-account limit of five in the window.
 	for i := 0; i < 4; i++ {
-		if _, err := store.CheckPassword(ctx, u.Email, "wrong horse", "192.0.2.2"); err != db.ErrBadCredentials {
+		if _, err := store.CheckPassword(ctx, u.Email, "wrong horse", other); err != db.ErrBadCredentials {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	_, err = store.CheckPassword(ctx, u.Email, "correct horse", "192.0.2.3")
+	_, err = store.CheckPassword(ctx, u.Email, "correct horse", third)
 	if e := wantKind(t, err, errs.RateLimited); e.RetryAfter <= 0 || e.RetryAfter > 15*time.Minute {
 		t.Fatalf("retry after %v", e.RetryAfter)
 	}
 	// Another account from the same address is not locked out.
 	v := newUser(t)
-	if _, err := store.CheckPassword(ctx, v.Email, "correct horse", "192.0.2.1"); err != nil {
+	if _, err := store.CheckPassword(ctx, v.Email, "correct horse", home); err != nil {
 		t.Fatal(err)
 	}
 }
 
-var throttleRuns int
-
 func TestThrottlePerAddress(t *testing.T) {
 	var err error
-	throttleRuns++ // each run (-count) counts from a fresh address: the database lives as long as the process
-	addr := fmt.Sprintf("198.51.100.%d", throttleRuns)
+	addr := freshAddr()
 	for i := 0; i < 60; i++ {
 		if _, err = store.CheckPassword(ctx, dbtest.Email("guess"), "password", addr); err != db.ErrBadCredentials {
 			if i != 50 {
