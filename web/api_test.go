@@ -2,9 +2,9 @@ package web
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -120,12 +120,21 @@ func readResponse(t testing.TB, res *http.Response) response {
 	return r
 }
 
+// testAddrs gives each run of each test (-count runs a test again on the
+// same database) a client address of its own, so that sign-in counts never
+// carry from one to another.
+var testAddrs sync.Map // testing.TB → string
+
 // testAddr is the client address of a test's requests.
 func testAddr(t testing.TB) string {
-	h := fnv.New32a()
-	h.Write([]byte(t.Name()))
-	n := h.Sum32()
-	return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}).String()
+	if a, ok := testAddrs.Load(t); ok {
+		return a.(string)
+	}
+	var raw [16]byte
+	rand.Read(raw[:])
+	raw[0], raw[1] = 0xfd, 0x00 // a unique local address
+	a, _ := testAddrs.LoadOrStore(t, netip.AddrFrom16(raw).String())
+	return a.(string)
 }
 
 func expect(t testing.TB, r response, status int) response {

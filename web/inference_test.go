@@ -168,11 +168,14 @@ func TestInferenceWithTheOpenAISDK(t *testing.T) {
 		t.Fatalf("embeddings: %+v %v", emb, err)
 	}
 
-	// Every charge is in the transactions, and the ledger adds up.
-	tx := expect(t, call(t, "GET", "/api/transactions?type=usage", acct.mk, nil), 200).body["transactions"].([]any)
-	if len(tx) != 4 {
-		t.Fatalf("%d usage transactions, want 4", len(tx))
-	}
+	// Every charge is in the transactions (a stream is charged as it ends,
+	// which may be just after the client read its last event), and the
+	// ledger adds up.
+	var tx []any
+	waitUntil(t, "four usage transactions", func() bool {
+		tx = expect(t, call(t, "GET", "/api/transactions?type=usage", acct.mk, nil), 200).body["transactions"].([]any)
+		return len(tx) == 4
+	})
 	var charged money.USD
 	for _, e := range tx {
 		charged -= dollars(e.(map[string]any)["amount"])
