@@ -6,6 +6,8 @@ import (
 	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
 
+	"modelswitch/db"
+	"modelswitch/db/money"
 	"modelswitch/errs"
 	"modelswitch/views"
 	"modelswitch/web/request"
@@ -34,7 +36,40 @@ func Redirect(c *fiber.Ctx, path string) error {
 
 func newPage(c *fiber.Ctx, title, nav string) views.Page {
 	info := request.Get(c)
-	return views.Page{Title: title, CSRF: info.CSRF, Email: info.Email, Nav: nav}
+	balance, _ := c.Locals(balanceKey{}).(string)
+	return views.Page{Title: title, CSRF: info.CSRF, Email: info.Email, Balance: balance, Nav: nav}
+}
+
+type balanceKey struct{}
+
+// ShowBalance puts the signed-in account's balance in the header of every
+// dashboard page, error pages included.
+func ShowBalance(store *db.Store) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		b, err := store.GetBalance(c.UserContext(), request.UserID(c))
+		if err != nil {
+			return err
+		}
+		c.Locals(balanceKey{}, dollars(b.Available()))
+		return c.Next()
+	}
+}
+
+// dollars shows an amount exactly: "$4.999972", "−$0.5".
+func dollars(v money.USD) string {
+	if v < 0 {
+		return "−$" + (-v).String()
+	}
+	return "$" + v.String()
+}
+
+// formValues reads the named fields of a posted form, to show them again.
+func formValues(c *fiber.Ctx, names ...string) map[string]string {
+	values := make(map[string]string, len(names))
+	for _, n := range names {
+		values[n] = c.FormValue(n)
+	}
+	return values
 }
 
 // formErrors turns an invalid-input error into the errors of a form, and

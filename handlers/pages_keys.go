@@ -2,12 +2,14 @@ package handlers
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"modelswitch/db"
 	"modelswitch/db/apikey"
+	"modelswitch/db/money"
 	"modelswitch/errs"
 	"modelswitch/views"
 	"modelswitch/web/request"
@@ -32,9 +34,16 @@ var sections = map[apikey.Kind]views.KeySection{
 	},
 }
 
-// page loads the account's keys into a page; rename, when set, marks the
-// row whose rename failed.
-func (h *KeysPages) page(c *fiber.Ctx, form views.Form, rename map[int64]*views.Form) (views.KeysPage, error) {
+// rowFailure is a row form that failed: shown again, open, with its errors.
+type rowFailure struct {
+	id     int64
+	limits bool // the Limits form; otherwise Rename
+	form   views.Form
+}
+
+// page loads the account's keys into a page; failed, when set, marks the
+// row whose form failed.
+func (h *KeysPages) page(c *fiber.Ctx, form views.Form, failed *rowFailure) (views.KeysPage, error) {
 	keys, err := h.Store.ListKeys(c.UserContext(), request.UserID(c), h.Kind)
 	if err != nil {
 		return views.KeysPage{}, err
@@ -44,18 +53,41 @@ func (h *KeysPages) page(c *fiber.Ctx, form views.Form, rename map[int64]*views.
 	now := time.Now()
 	for i, k := range keys {
 		p.Rows[i] = keyRow(k, now)
-		p.Rows[i].Rename = rename[k.ID]
+		if failed != nil && failed.id == k.ID {
+			if failed.limits {
+				p.Rows[i].Limits = &failed.form
+			} else {
+				p.Rows[i].Rename = &failed.form
+			}
+		}
 	}
 	return p, nil
 }
 
 func keyRow(k db.Key, now time.Time) views.KeyRow {
-	return views.KeyRow{
+	r := views.KeyRow{
 		ID: k.ID, Name: k.Name, Prefix: k.Prefix, Status: string(k.Status(now)), Active: k.Active,
 		Created:  views.NewTime(k.CreatedAt, now, false),
 		Expires:  views.OptionalTime(k.ExpiresAt, now, false),
 		LastUsed: views.OptionalTime(k.LastUsedAt, now, true),
 	}
+	if k.Kind != apikey.Proxy {
+		return r
+	}
+	r.Usage = dollars(k.Usage)
+	r.Models = strings.Join(k.Models, ", ")
+	settings := views.Form{Values: map[string]string{"models": r.Models}}
+	if k.Limit != nil {
+		r.Limit = dollars(*k.Limit)
+		r.Remaining = dollars(*k.LimitRemaining())
+		settings.Values["limit"] = k.Limit.String()
+	}
+	if k.LimitReset != nil {
+		r.Limit += " " + *k.LimitReset
+		settings.Values["limit_reset"] = *k.LimitReset
+	}
+	r.Limits = &settings
+	return r
 }
 
 // Show: GET the page.
@@ -72,7 +104,7 @@ func (h *KeysPages) Show(c *fiber.Ctx) error {
 // the page with the key shown once. Neither is cached: every dashboard
 // answer is no-store (web.pageHeaders).
 func (h *KeysPages) Create(c *fiber.Ctx) error {
-	values := map[string]string{"name": c.FormValue("name"), "expires_at": c.FormValue("expires_at")}
+	values := formValues(c, "name", "expires_at", "limit", "limit_reset", "models")
 	k, err := h.create(c, values)
 	if err == nil {
 		return h.reveal(c, k)
@@ -98,7 +130,13 @@ func (h *KeysPages) create(c *fiber.Ctx, values map[string]string) (db.CreatedKe
 	if err != nil {
 		return db.CreatedKey{}, err
 	}
-	return h.Store.CreateKey(c.UserContext(), request.UserID(c), h.Kind, db.KeyInput{Name: values["name"], ExpiresAt: expires})
+	in := db.KeyInput{Name: values["name"], ExpiresAt: expires}
+	if h.Kind == apikey.Proxy {
+		if in.Limit, in.LimitReset, in.Models, err = readLimitsForm(values); err != nil {
+			return db.CreatedKey{}, err
+		}
+	}
+	return h.Store.CreateKey(c.UserContext(), request.UserID(c), h.Kind, in)
 }
 
 func (h *KeysPages) reveal(c *fiber.Ctx, k db.CreatedKey) error {
@@ -152,12 +190,59 @@ func (h *KeysPages) Update(c *fiber.Ctx) error {
 	_, err = h.Store.UpdateKey(c.UserContext(), request.UserID(c), h.Kind, id, up)
 	if e, ok := errs.As(err); ok && e.Kind == errs.Invalid && up.Name != nil {
 		form, _ := formErrors(err, map[string]string{"name": *up.Name})
-		return h.table(c, fiber.StatusUnprocessableEntity, map[int64]*views.Form{id: &form})
+		return h.table(c, fiber.StatusUnprocessableEntity, &rowFailure{id: id, form: form})
 	}
 	if err != nil {
 		return err
 	}
 	return h.table(c, fiber.StatusOK, nil)
+}
+
+// UpdateLimits: POST limit, limit_reset and models to /{id}/limits. The
+// form sends all three: an empty field clears it.
+func (h *KeysPages) UpdateLimits(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
+	}
+	values := formValues(c, "limit", "limit_reset", "models")
+	limit, reset, models, err := readLimitsForm(values)
+	if err == nil {
+		up := db.KeyUpdate{Limit: db.Change[money.USD]{Set: true, Value: limit}, LimitReset: db.Change[string]{Set: true, Value: reset},
+			Models: db.Change[[]string]{Set: true}}
+		if models != nil {
+			up.Models.Value = &models
+		}
+		_, err = h.Store.UpdateKey(c.UserContext(), request.UserID(c), h.Kind, id, up)
+	}
+	if form, ok := formErrors(err, values); ok && errs.Is(err, errs.Invalid) {
+		return h.table(c, fiber.StatusUnprocessableEntity, &rowFailure{id: id, limits: true, form: form})
+	}
+	if err != nil {
+		return err
+	}
+	return h.table(c, fiber.StatusOK, nil)
+}
+
+// readLimitsForm reads a proxy key's spending fields from a form: empty
+// means none (no limit, no reset, every model).
+func readLimitsForm(values map[string]string) (limit *money.USD, reset *string, models []string, err error) {
+	if raw := strings.TrimSpace(values["limit"]); raw != "" {
+		v, perr := money.Parse(strings.TrimPrefix(raw, "$"))
+		if perr != nil {
+			return nil, nil, nil, errs.InvalidField("limit", "invalid_limit", "Enter the limit in US dollars, like 10 or 2.50, or leave it empty for no limit.")
+		}
+		limit = &v
+	}
+	if raw := values["limit_reset"]; raw != "" {
+		reset = &raw
+	}
+	for _, m := range strings.Split(values["models"], ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			models = append(models, m)
+		}
+	}
+	return limit, reset, models, nil
 }
 
 // Delete: POST /{id}/delete, after the confirmation that names the key.
@@ -174,11 +259,11 @@ func (h *KeysPages) Delete(c *fiber.Ctx) error {
 
 // table answers a row action: the refreshed table for htmx, the page again
 // for a failed form without JavaScript, a redirect back otherwise.
-func (h *KeysPages) table(c *fiber.Ctx, status int, rename map[int64]*views.Form) error {
-	if !isHTMX(c) && rename == nil {
+func (h *KeysPages) table(c *fiber.Ctx, status int, failed *rowFailure) error {
+	if !isHTMX(c) && failed == nil {
 		return c.Redirect(sections[h.Kind].Path, fiber.StatusSeeOther)
 	}
-	p, err := h.page(c, views.Form{}, rename)
+	p, err := h.page(c, views.Form{}, failed)
 	if err != nil {
 		return err
 	}

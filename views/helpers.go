@@ -60,3 +60,29 @@ func Join(components ...templ.Component) templ.Component {
 		return nil
 	})
 }
+
+// The chart's bars are 8 units wide with 2 between, 100 units at the most.
+func chartViewBox(n int) string { return "0 0 " + strconv.Itoa(n*10) + " 100" }
+func barX(i int) string         { return strconv.Itoa(i*10 + 1) }
+func barHeight(b Bar) string    { return strconv.FormatFloat(b.Height*100, 'f', 2, 64) }
+func barY(b Bar) string         { return strconv.FormatFloat(100-b.Height*100, 'f', 2, 64) }
+
+// typeURL is the first page of the transactions of a type.
+func typeURL(typ string) string {
+	if typ == "" {
+		return "/dashboard/transactions"
+	}
+	return "/dashboard/transactions?type=" + typ
+}
+
+// resetOptions are the choices of a key's limit reset.
+var resetOptions = []Option{{"", "Never"}, {"daily", "Daily"}, {"weekly", "Weekly"}, {"monthly", "Monthly"}}
+
+// limitsForm is a row's Limits form: after a failed save what was sent,
+// otherwise the key's settings.
+func limitsForm(r KeyRow) Form {
+	if r.Limits != nil {
+		return *r.Limits
+	}
+	return Form{}
+}

@@ -9,10 +9,11 @@ import (
 
 // Page is what every page's layout needs.
 type Page struct {
-	Title string
-	CSRF  string
-	Email string // the signed-in account; empty on the sign-in pages
-	Nav   string // "billing-keys" or "keys": the current section
+	Title   string
+	CSRF    string
+	Email   string // the signed-in account; empty on the sign-in pages
+	Balance string // the account's balance, "$4.999972"; empty when signed out
+	Nav     string // "keys", "billing-keys", "usage" or "transactions": the current section
 }
 
 // Form is a submitted form: the values to show again and what was wrong.
@@ -50,7 +51,7 @@ type KeySection struct {
 	Intro    string
 	Nav      string // the section's name in the header: "keys"
 	Noun     string // "API key"
-	Editable bool   // rename and deactivate (proxy keys only)
+	Editable bool   // rename, deactivate and spending limits (proxy keys only)
 }
 
 // KeyRow is one key in a table.
@@ -64,6 +65,13 @@ type KeyRow struct {
 	Expires  *Time
 	LastUsed *Time
 	Rename   *Form // set when a rename failed, to show its error
+
+	// Spending, for proxy keys.
+	Usage     string // "$0.25" in the current window
+	Limit     string // "$10 monthly", "" without a limit
+	Remaining string // "$9.75", "" without a limit
+	Models    string // "modelswitch/echo, …", "" for every model
+	Limits    *Form  // the limits form's values and, after a failed save, its errors
 }
 
 // Revealed is a key just created: shown once.
@@ -110,4 +118,74 @@ type ErrorPage struct {
 	Page
 	Status  int
 	Message string
+}
+
+// UsagePage is spend over time with the same filters as /api/usage, and
+// the same figures by key and by model.
+type UsagePage struct {
+	Page
+	Filter  UsageFilter
+	Error   string // a bad filter, shown above the form
+	Chart   Chart
+	ByKey   []UsageLine
+	ByModel []UsageLine
+	Total   UsageLine
+}
+
+// UsageFilter is the usage form's values, as the query sends them.
+type UsageFilter struct {
+	From, To string // dates, "2026-11-01"
+	Bucket   string // day or hour
+	KeyID    string
+	Model    string
+	Keys     []Option // the account's proxy keys
+	Models   []Option // the catalog's models
+}
+
+// Option is one choice of a select.
+type Option struct {
+	Value, Label string
+}
+
+// Chart is spend per bucket, drawn as bars in an SVG on the server.
+type Chart struct {
+	Bars    []Bar
+	MaxCost string // the value of the tallest bar, for the axis
+}
+
+// Bar is one bucket of the chart. Height is a share of the tallest, 0 to 1.
+type Bar struct {
+	Label  string // "Nov 26" or "Nov 26 14:00"
+	Cost   string // "$0.000028"
+	Height float64
+}
+
+// UsageLine is the usage of one key, one model, or all of them.
+type UsageLine struct {
+	Name         string
+	Requests     int64
+	InputTokens  int64
+	OutputTokens int64
+	Cost         string
+}
+
+// TransactionsPage is one page of the ledger, newest first.
+type TransactionsPage struct {
+	Page
+	Type  string // the type filter: "", credit, adjustment or usage
+	Rows  []TransactionRow
+	Older string // the URL of the next, older page; "" on the last
+	First bool   // this is the newest page
+}
+
+// TransactionRow is one ledger entry.
+type TransactionRow struct {
+	ID           int64
+	Type         string
+	Amount       string // "+$5", "−$0.000013"
+	Credit       bool   // the amount adds to the balance
+	BalanceAfter string
+	Description  string
+	Detail       string // "key 2 · 5 in, 4 out tokens"
+	Created      Time
 }

@@ -174,3 +174,36 @@ func BenchmarkKeysPage1000(b *testing.B) {
 	}
 	b.ReportMetric(float64(buf.Len()), "bytes/page")
 }
+
+func TestUsageChart(t *testing.T) {
+	p := UsagePage{Page: Page{Email: "a@example.com", Balance: "$1"}, Filter: UsageFilter{Bucket: "day"},
+		Chart: Chart{MaxCost: "$2", Bars: []Bar{{Label: "Nov 25", Cost: "$0", Height: 0}, {Label: "Nov 26", Cost: "$2", Height: 1}}}}
+	doc := renderDoc(t, UsageView(p))
+	bars := byTestID(doc, "usage-bar")
+	if bars.Length() != 2 || bars.Eq(1).AttrOr("height", "") != "100.00" || bars.Eq(1).AttrOr("y", "") != "0.00" ||
+		bars.Eq(0).AttrOr("height", "") != "0.00" || !strings.Contains(bars.Eq(1).Text(), "Nov 26: $2") {
+		t.Fatalf("bars: %s", bars.Text())
+	}
+	if byTestID(doc, "balance").Text() == "" || byTestID(doc, "usage-empty").Length() != 0 {
+		t.Fatal("header balance or empty state wrong")
+	}
+	doc = renderDoc(t, UsageView(UsagePage{Filter: UsageFilter{Bucket: "day"}}))
+	if byTestID(doc, "usage-empty").Length() != 1 || byTestID(doc, "usage-chart").Length() != 0 {
+		t.Fatal("no usage should show the empty state, not a chart")
+	}
+}
+
+func TestTransactionsPaging(t *testing.T) {
+	doc := renderDoc(t, TransactionsView(TransactionsPage{First: true, Older: "/dashboard/transactions?starting_after=5",
+		Rows: []TransactionRow{{ID: 6, Amount: "+$1", Credit: true, Description: "Credits added", Created: NewTime(now, now, true)}}}))
+	if href, _ := byTestID(doc, "page-older").Attr("href"); href != "/dashboard/transactions?starting_after=5" {
+		t.Fatalf("older link %q", href)
+	}
+	if byTestID(doc, "page-newest").Length() != 0 {
+		t.Fatal("the newest page links to itself")
+	}
+	doc = renderDoc(t, TransactionsView(TransactionsPage{Type: "usage"}))
+	if byTestID(doc, "page-older").Length() != 0 || byTestID(doc, "page-newest").AttrOr("href", "") != "/dashboard/transactions?type=usage" {
+		t.Fatal("the last page of a filter")
+	}
+}

@@ -118,11 +118,15 @@ func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog
 	pages.Post("/signout", authPages.SignOut)
 	pages.Post("/signout-everywhere", requireUser, authPages.SignOutEverywhere)
 
-	dash := pages.Group("/dashboard", requireUser)
+	ledgerPages := &handlers.LedgerPages{Store: store, Catalog: catalog}
+	dash := pages.Group("/dashboard", requireUser, handlers.ShowBalance(store))
 	dash.Get("/", authPages.Home)
+	dash.Get("/usage", ledgerPages.Usage)
+	dash.Get("/transactions", ledgerPages.Transactions)
 	dash.Get("/keys", proxyPages.Show)
 	dash.Post("/keys", proxyPages.Create)
 	dash.Post("/keys/:id", proxyPages.Update)
+	dash.Post("/keys/:id/limits", proxyPages.UpdateLimits)
 	dash.Post("/keys/:id/delete", proxyPages.Delete)
 	dash.Get("/billing-keys", billingPages.Show)
 	dash.Post("/billing-keys", billingPages.Create)
