@@ -1,7 +1,7 @@
 # ModelSwitch. The two commands a new user needs:
 #   make run    install what is needed, build, serve on http://localhost:3000
 #   make test   the whole suite, browser tests included
-.PHONY: run build deps generate test test-go browser fuzz bench check-generated clean
+.PHONY: run build deps generate test test-go browser fuzz bench bench-gateway check-generated clean
 
 GO       ?= go
 BIN      := bin/modelswitch
@@ -52,6 +52,11 @@ fuzz: bin/withpg
 
 bench: bin/withpg
 	./bin/withpg -- $(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Chat completions through the gateway beside the upstream called directly
+# (needs wrk and a DATABASE_URL it may write to).
+bench-gateway:
+	dev/bench/gateway.sh
 
 check-generated: generate
 	@git diff --exit-code --stat -- '*_templ.go' assets/static || { echo "generated files are stale: run make generate and commit"; exit 1; }
