@@ -54,7 +54,7 @@ type transaction struct {
 
 // Transactions: GET /api/transactions?limit&starting_after&type&key_id.
 func (h *LedgerAPI) Transactions(c *fiber.Ctx) error {
-	f, err := ReadEntryFilter(c)
+	f, err := readEntryFilter(c)
 	if err != nil {
 		return err
 	}
@@ -70,9 +70,9 @@ func (h *LedgerAPI) Transactions(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"transactions": out, "hasMore": more})
 }
 
-// ReadEntryFilter reads the transactions list's query; the dashboard's
+// readEntryFilter reads the transactions list's query; the dashboard's
 // Transactions page takes the same.
-func ReadEntryFilter(c *fiber.Ctx) (db.EntryFilter, error) {
+func readEntryFilter(c *fiber.Ctx) (db.EntryFilter, error) {
 	f := db.EntryFilter{Limit: 20}
 	if err := onlyQuery(c, "limit", "starting_after", "type", "key_id"); err != nil {
 		return f, err
@@ -111,7 +111,7 @@ type usageBucket struct {
 
 // Usage: GET /api/usage?from&to&bucket&group_by&key_id&model.
 func (h *LedgerAPI) Usage(c *fiber.Ctx) error {
-	q, err := ReadUsageQuery(c, time.Now())
+	q, err := readUsageQuery(c, time.Now())
 	if err != nil {
 		return err
 	}
@@ -140,10 +140,10 @@ func (h *LedgerAPI) Usage(c *fiber.Ctx) error {
 // maxUsageSpan bounds one usage query, so that an answer stays small.
 const maxUsageSpan = 366 * 24 * time.Hour
 
-// ReadUsageQuery reads /api/usage's query; the dashboard's Usage page takes
+// readUsageQuery reads /api/usage's query; the dashboard's Usage page takes
 // the same. Usage is kept per hour: from is widened down and to up to whole
 // hours. By default it is the 30 days up to the end of the current bucket.
-func ReadUsageQuery(c *fiber.Ctx, now time.Time) (db.UsageQuery, error) {
+func readUsageQuery(c *fiber.Ctx, now time.Time) (db.UsageQuery, error) {
 	q := db.UsageQuery{Bucket: c.Query("bucket", "day")}
 	if err := onlyQuery(c, "from", "to", "bucket", "group_by", "key_id", "model"); err != nil {
 		return q, err

@@ -40,7 +40,7 @@ func (h *LedgerPages) Usage(c *fiber.Ctx) error {
 	for _, m := range h.Catalog.Models() {
 		p.Filter.Models = append(p.Filter.Models, views.Option{Value: m.ID, Label: m.ID})
 	}
-	q, err := ReadUsageQuery(c, time.Now())
+	q, err := readUsageQuery(c, time.Now())
 	if e, ok := errs.As(err); ok && e.Kind == errs.Invalid {
 		p.Error = e.Message
 		return render(c, fiber.StatusBadRequest, views.UsageView(p))
@@ -127,7 +127,7 @@ func summarize(rows []db.UsageRow, q db.UsageQuery, names map[int64]string) (vie
 
 // Transactions: GET /dashboard/transactions, paged as GET /api/transactions is.
 func (h *LedgerPages) Transactions(c *fiber.Ctx) error {
-	f, err := ReadEntryFilter(c)
+	f, err := readEntryFilter(c)
 	if err != nil {
 		return err
 	}
