@@ -287,6 +287,8 @@ type fakeUpstream struct {
 	mu        sync.Mutex
 	bodies    []string
 	cancelled chan struct{} // closed when a "hang" stream's request is cancelled
+	arrived   chan struct{} // a "slow" request has arrived
+	release   chan struct{} // closing it lets "slow" requests answer
 }
 
 // received is the body of the i-th request the upstream received.
@@ -297,7 +299,7 @@ func (f *fakeUpstream) received(i int) string {
 }
 
 func newFakeUpstream(t *testing.T) *fakeUpstream {
-	f := &fakeUpstream{cancelled: make(chan struct{})}
+	f := &fakeUpstream{cancelled: make(chan struct{}), arrived: make(chan struct{}, 1), release: make(chan struct{})}
 	var once sync.Once
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
@@ -331,6 +333,11 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 			// The connection drops without [DONE].
 			conn, _, _ := w.(http.Hijacker).Hijack()
 			conn.Close()
+		case "slow":
+			f.arrived <- struct{}{}
+			<-f.release
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"slow","choices":[{"index":0,"message":{"role":"assistant","content":"late"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}`)
 		case "hang":
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, chunk("first"))
@@ -353,7 +360,7 @@ func fakeCatalog(t *testing.T, f *fakeUpstream) *gateway.Catalog {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("models:\n")
-	for _, m := range []string{"ok", "nousage", "busy", "broken", "cut", "hang"} {
+	for _, m := range []string{"ok", "nousage", "busy", "broken", "cut", "hang", "slow"} {
 		fmt.Fprintf(&b, "  - {id: fake/%s, provider: openai, base_url: %q, input_price: 0.15, output_price: 0.6, max_output_tokens: 4000}\n", m, f.URL)
 	}
 	path := filepath.Join(t.TempDir(), "models.yaml")
@@ -465,4 +472,24 @@ func TestGatewayAgainstAFakeUpstream(t *testing.T) {
 		t.Fatalf("abandoned stream %v", g)
 	}
 	waitUntil(t, "nothing is held", func() bool { return balance(t, acct.mk)["held"] == float64(0) })
+
+	// A client that leaves before an unstreamed answer arrives is charged
+	// for it all the same: the upstream did the work.
+	conn, err = net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := `{"model":"fake/slow","messages":[{"role":"user","content":"hi"}]}`
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", ms, len(slow), slow)
+	select {
+	case <-up.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	conn.Close()
+	close(up.release)
+	waitUntil(t, "the abandoned answer is charged", func() bool {
+		tx := call(t, "GET", "/api/transactions?type=usage&limit=1", acct.mk, nil).body["transactions"].([]any)
+		return len(tx) == 1 && tx[0].(map[string]any)["inputTokens"] == float64(10) && tx[0].(map[string]any)["outputTokens"] == float64(5)
+	})
 }
