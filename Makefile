@@ -1,7 +1,7 @@
 # ModelSwitch. The two commands a new user needs:
 #   make run    install what is needed, build, serve on http://localhost:3000
 #   make test   the whole suite, browser tests included
-.PHONY: run build deps generate test test-go browser fuzz bench bench-gateway check-generated clean
+.PHONY: run build deps generate test test-go browser wrk fuzz bench check-generated clean
 
 GO       ?= go
 BIN      := bin/modelswitch
@@ -45,18 +45,22 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "The browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi; }
 
+wrk:
+	@command -v wrk >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; fi; }
+
 fuzz: bin/withpg
 	$(GO) test ./db/apikey -run '^$$' -fuzz FuzzParse -fuzztime 20s
 	$(GO) test ./handlers -run '^$$' -fuzz FuzzDecodeKeyRequests -fuzztime 20s
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzPrepare -fuzztime 20s
 
-bench: bin/withpg
+# Builds and starts two replicas, the fake upstream and a bare Fiber app,
+# and prints each figure beside its baseline (needs wrk); then the Go
+# benchmarks. BENCH_FLAGS=-markdown=docs/benchmarks.md keeps the results.
+bench: deps bin/withpg wrk
+	$(GO) run ./dev/bench $(BENCH_FLAGS)
 	./bin/withpg -- $(GO) test -run '^$$' -bench . -benchmem ./...
-
-# Chat completions through the gateway beside the upstream called directly
-# (needs wrk and a DATABASE_URL it may write to).
-bench-gateway:
-	dev/bench/gateway.sh
 
 check-generated: generate
 	@git diff --exit-code --stat -- '*_templ.go' assets/static || { echo "generated files are stale: run make generate and commit"; exit 1; }

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,18 +28,68 @@ import (
 	"modelswitch/dev/embedpg"
 	"modelswitch/gateway"
 	"modelswitch/web"
+	"modelswitch/web/mail"
 )
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	out := newLogWriter(os.Stdout)
+	log := slog.New(slog.NewJSONHandler(out, nil))
 	args := os.Args[1:]
 	if len(args) == 0 {
 		args = []string{"serve"}
 	}
-	if err := run(args, log); err != nil {
+	err := run(args, log)
+	if err != nil {
 		log.Error("modelswitch stopped", "error", err)
+	}
+	out.Close()
+	if err != nil {
 		os.Exit(1)
 	}
+}
+
+// logWriter buffers the log and writes it out at least every 100 ms: a
+// request's log line costs no system call of its own.
+type logWriter struct {
+	mu   sync.Mutex
+	w    *bufio.Writer
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newLogWriter(w io.Writer) *logWriter {
+	l := &logWriter{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+				l.mu.Lock()
+				l.w.Flush()
+				l.mu.Unlock()
+			}
+		}
+	}()
+	return l
+}
+
+func (l *logWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Close writes out what is buffered.
+func (l *logWriter) Close() {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Flush()
 }
 
 func run(args []string, log *slog.Logger) error {
@@ -76,12 +128,16 @@ func run(args []string, log *slog.Logger) error {
 		cfg.DatabaseURL = pg.URL()
 		log.Info("using the embedded development PostgreSQL", "dir", filepath.Join(cfg.DataDir, "postgres"))
 	}
-	store, err := db.Open(ctx, cfg.DatabaseURL)
+	store, err := connect(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	store.SignupCredits = cfg.SignupCredits
+	store.MaxKeys = cfg.MaxKeysPerAccount
+	store.SignupsPerHour = cfg.SignupsPerHour
+	store.Meter().LeaseTTL = cfg.LeaseTTL
+	store.Meter().Log = log
 	if err := store.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -93,8 +149,12 @@ func run(args []string, log *slog.Logger) error {
 		return addCredits(ctx, store, credit, os.Stdout)
 	}
 
+	mailer, err := mail.New(cfg.SMTPURL, cfg.Production, log)
+	if err != nil {
+		return err
+	}
 	go sweep(ctx, store, log)
-	app := web.New(cfg, store, catalog, log)
+	app := web.New(cfg, store, catalog, log, web.WithMailer(mailer), web.WithPublicURL(cfg.PublicURL))
 	served := make(chan error, 1)
 	go func() { served <- app.Listen(listenAddr(cfg)) }()
 	log.Info("serving", "url", "http://localhost:"+cfg.Port, "production", cfg.Production, "models", len(catalog.Models()))
@@ -105,7 +165,36 @@ func run(args []string, log *slog.Logger) error {
 	case <-ctx.Done():
 		stop() // a second signal now ends the process at once
 		log.Info("shutting down: draining in-flight requests")
-		return app.ShutdownWithTimeout(30 * time.Second)
+		drained := app.ShutdownWithTimeout(30 * time.Second)
+		// Write the usage of the drained requests and hand unused leased
+		// credit back to the accounts.
+		flushCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return errors.Join(drained, store.Meter().Close(flushCtx))
+	}
+}
+
+// connect opens the store, retrying with backoff for DATABASE_START_WAIT
+// while PostgreSQL does not answer (it may be starting alongside us).
+func connect(ctx context.Context, cfg config.Config, log *slog.Logger) (*db.Store, error) {
+	deadline := time.Now().Add(cfg.DatabaseStartWait)
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		store, err := db.Open(ctx, db.Config{URL: cfg.DatabaseURL, MaxConns: cfg.DatabaseMaxConns,
+			StatementTimeout: cfg.StatementTimeout, PoolWait: cfg.DatabasePoolWait})
+		if err == nil {
+			return store, nil
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("PostgreSQL did not answer within DATABASE_START_WAIT=%s: %w", cfg.DatabaseStartWait, err)
+		}
+		log.Warn("PostgreSQL does not answer yet; retrying", "attempt", attempt, "retry_in", wait.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -159,8 +248,8 @@ func listenAddr(cfg config.Config) string {
 	return "127.0.0.1:" + cfg.Port
 }
 
-// sweep releases expired holds every minute, and deletes ended sessions and
-// stale sign-in counts every hour.
+// sweep releases expired holds and leases every minute, and deletes ended
+// sessions, stale rate counts and expired idempotency keys every hour.
 func sweep(ctx context.Context, store *db.Store, log *slog.Logger) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -173,6 +262,9 @@ func sweep(ctx context.Context, store *db.Store, log *slog.Logger) {
 		if i%60 == 0 {
 			if err := store.DeleteExpired(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("sweep expired sessions", "error", err)
+			}
+			if _, err := store.DeleteExpiredIdempotencyKeys(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("sweep expired idempotency keys", "error", err)
 			}
 		}
 		select {

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,26 +22,58 @@ import (
 
 // Config is everything the server reads from its environment.
 type Config struct {
-	Port           string
-	DatabaseURL    string // empty: start the embedded development database
-	Secret         []byte
-	Production     bool
-	TrustedProxies []netip.Prefix // proxies whose X-Forwarded-For is believed
-	DataDir        string         // development state: embedded database, secret
+	Port        string
+	DatabaseURL string // empty: start the embedded development database
+	// DatabaseListenURL reaches PostgreSQL directly for LISTEN, when
+	// DatabaseURL goes through a pooler in transaction mode; empty: DatabaseURL.
+	DatabaseListenURL string
+	Secret            []byte
+	Production        bool
+	TrustedProxies    []netip.Prefix // proxies whose X-Forwarded-For is believed
+	DataDir           string         // development state: embedded database, secret
 
 	SignupCredits money.USD // granted to each new account
 	ModelsFile    string    // the model catalog; empty: only modelswitch/echo
 	// Upstream timeouts: connecting, waiting for the first byte of an
 	// answer, and waiting between bytes of a streamed answer.
 	UpstreamConnect, UpstreamFirstByte, UpstreamIdle time.Duration
+
+	// The database: how many connections, how long one statement may run,
+	// how long a request waits for a free connection, and how long the
+	// server keeps trying to reach PostgreSQL when it starts.
+	DatabaseMaxConns                                      int
+	StatementTimeout, DatabasePoolWait, DatabaseStartWait time.Duration
+
+	// Abuse limits: open connections per client address (0: none, the
+	// default behind trusted proxies, where every connection comes from
+	// one), keys of each kind per account, and key writes per minute per
+	// billing key or dashboard session.
+	MaxConnsPerIP, MaxKeysPerAccount, KeyWritesPerMinute int
+	// SignupsPerHour is how many accounts one client address may create.
+	SignupsPerHour int
+
+	// LeaseTTL is how long the credit a replica has leased from an account
+	// stays held after the replica's last word: a crashed replica's leases
+	// return to the account this long after it stopped.
+	LeaseTTL time.Duration
+
+	// SMTPURL sends password reset mail (smtp://user:pass@host:587?from=…);
+	// empty: development writes each mail to the log, production sends none.
+	SMTPURL string
+	// PublicURL is the base of links in mail, like https://modelswitch.example;
+	// empty: the request's Host.
+	PublicURL string
 }
 
 // Load reads the environment. getenv is os.Getenv outside tests.
 func Load(getenv func(string) string) (Config, error) {
 	cfg := Config{
-		Port:        getenv("PORT"),
-		DatabaseURL: getenv("DATABASE_URL"),
-		DataDir:     ".data",
+		Port:              getenv("PORT"),
+		DatabaseURL:       getenv("DATABASE_URL"),
+		DatabaseListenURL: getenv("DATABASE_LISTEN_URL"),
+		SMTPURL:           getenv("SMTP_URL"),
+		PublicURL:         strings.TrimSuffix(getenv("PUBLIC_URL"), "/"),
+		DataDir:           ".data",
 	}
 	if cfg.Port == "" {
 		cfg.Port = "3000"
@@ -101,19 +135,71 @@ func Load(getenv func(string) string) (Config, error) {
 		{"UPSTREAM_FIRST_BYTE_TIMEOUT", &cfg.UpstreamFirstByte, 60 * time.Second},
 		{"UPSTREAM_IDLE_TIMEOUT", &cfg.UpstreamIdle, 60 * time.Second},
 	} {
-		*d.dst = d.def
-		if raw := getenv(d.name); raw != "" {
-			v, err := time.ParseDuration(raw)
-			if err != nil || v <= 0 {
-				return Config{}, fmt.Errorf("%s must be a positive duration like 30s, not %q", d.name, raw)
+		if err := duration(getenv, d.name, d.dst, d.def); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+		def  time.Duration
+	}{
+		{"DATABASE_STATEMENT_TIMEOUT", &cfg.StatementTimeout, 5 * time.Second},
+		{"DATABASE_POOL_WAIT", &cfg.DatabasePoolWait, time.Second},
+		{"DATABASE_START_WAIT", &cfg.DatabaseStartWait, time.Minute},
+		{"LEASE_TTL", &cfg.LeaseTTL, 30 * time.Second},
+	} {
+		if err := duration(getenv, d.name, d.dst, d.def); err != nil {
+			return Config{}, err
+		}
+	}
+	defaultConnsPerIP := 64
+	if len(cfg.TrustedProxies) > 0 {
+		defaultConnsPerIP = 0
+	}
+	for _, n := range []struct {
+		name     string
+		dst      *int
+		def, min int
+	}{
+		{"DATABASE_MAX_CONNS", &cfg.DatabaseMaxConns, 20, 4},
+		{"MAX_CONNS_PER_IP", &cfg.MaxConnsPerIP, defaultConnsPerIP, 0},
+		{"MAX_KEYS_PER_ACCOUNT", &cfg.MaxKeysPerAccount, 1000, 1},
+		{"KEY_WRITES_PER_MINUTE", &cfg.KeyWritesPerMinute, 60, 1},
+		{"SIGNUPS_PER_HOUR", &cfg.SignupsPerHour, 10, 1},
+	} {
+		*n.dst = n.def
+		if raw := getenv(n.name); raw != "" {
+			v, err := strconv.Atoi(raw)
+			if err != nil || v < n.min {
+				return Config{}, fmt.Errorf("%s must be a whole number of at least %d, not %q", n.name, n.min, raw)
 			}
-			*d.dst = v
+			*n.dst = v
+		}
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return Config{}, fmt.Errorf("PUBLIC_URL must be an http(s) address like https://modelswitch.example, not %q", cfg.PublicURL)
 		}
 	}
 	if cfg.Production && cfg.DatabaseURL == "" {
 		return Config{}, errors.New("APP_ENV=production needs DATABASE_URL")
 	}
 	return cfg, nil
+}
+
+// duration reads a positive duration like 30s, or def when unset.
+func duration(getenv func(string) string, name string, dst *time.Duration, def time.Duration) error {
+	*dst = def
+	if raw := getenv(name); raw != "" {
+		v, err := time.ParseDuration(raw)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%s must be a positive duration like 30s, not %q", name, raw)
+		}
+		*dst = v
+	}
+	return nil
 }
 
 // developmentSecret is generated once and kept in the data directory, so

@@ -6,6 +6,7 @@ package db
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -19,13 +20,27 @@ import (
 	"modelswitch/db/money"
 )
 
-// Store is the handle every handler works through.
+// Store is the handle every handler works through. Its connections are
+// split in two pools, so that a hot or stalled path (keys, the ledger)
+// cannot starve signing in and sessions; a third, unpooled connection
+// answers readiness checks.
 type Store struct {
-	db  *sqlx.DB
-	now func() time.Time // the clock of ledger writes and key windows
+	db    *pool // keys, the ledger, the gateway
+	auth  *pool // accounts, sessions, sign-in throttles
+	probe *sqlx.DB
+	cfg   Config
+	now   func() time.Time // the clock of ledger writes and key windows
 
 	// SignupCredits is granted to each new account as a credit entry.
 	SignupCredits money.USD
+	// MaxKeys caps the keys of each kind on one account.
+	MaxKeys int
+	// SignupsPerHour caps the accounts created from one client address (an
+	// IPv6 /64) in an hour.
+	SignupsPerHour int
+
+	idempotencySecret []byte     // see WithIdempotencySecret (idempotency.go)
+	keyCaches         *keyCaches // this process's key caches (keycache.go)
 }
 
 // WithClock is the same store on another clock, so that tests can move time
@@ -37,42 +52,51 @@ func (s *Store) WithClock(now func() time.Time) *Store {
 }
 
 // Open connects to PostgreSQL and checks that it answers.
-func Open(ctx context.Context, url string) (*Store, error) {
-	conn, err := sqlx.Open("postgres", url)
-	if err != nil {
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	dsn := withSessionSettings(cfg.URL, cfg)
+	authSize := max(2, cfg.MaxConns/5)
+	s := &Store{cfg: cfg, now: time.Now, MaxKeys: 1000, SignupsPerHour: defaultSignupsPerHour, keyCaches: &keyCaches{}}
+	var err error
+	if s.db, err = newPool(dsn, max(2, cfg.MaxConns-authSize), cfg.PoolWait); err != nil {
 		return nil, err
 	}
-	conn.SetMaxOpenConns(20)
-	conn.SetMaxIdleConns(20)
-	conn.SetConnMaxIdleTime(5 * time.Minute)
+	if s.auth, err = newPool(dsn, authSize, cfg.PoolWait); err != nil {
+		return nil, err
+	}
+	if s.probe, err = sqlx.Open("postgres", dsn); err != nil {
+		return nil, err
+	}
+	s.probe.SetMaxOpenConns(2)
+	s.probe.SetMaxIdleConns(0) // each check dials: an honest answer right after a restart
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := conn.PingContext(ctx); err != nil {
-		conn.Close()
+	if err := s.Ready(ctx); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	return &Store{db: conn, now: time.Now}, nil
+	return s, nil
 }
 
-// withTx runs fn in one transaction: committed when fn returns nil, rolled
-// back otherwise, so a failed multi-statement write leaves nothing behind.
+// withTx runs fn in one transaction on the general pool.
 func (s *Store) withTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return s.db.withTx(ctx, fn)
 }
 
-// Close releases the connection pool.
-func (s *Store) Close() error { return s.db.Close() }
+// Close releases the connections.
+func (s *Store) Close() error {
+	return errors.Join(s.db.db.Close(), s.auth.db.Close(), s.probe.Close())
+}
 
-// Ping reports whether the database answers.
-func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+// Ready reports whether the database answers now, on a new connection.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.probe.PingContext(ctx); err != nil {
+		e := *ErrUnavailable
+		e.Cause = err
+		return &e
+	}
+	return nil
+}
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -84,7 +108,14 @@ const migrationLock = 0x6d736d6967726174
 // Migrate applies the embedded migrations that have not run yet, each in its
 // own transaction, under a PostgreSQL advisory lock.
 func (s *Store) Migrate(ctx context.Context) error {
-	conn, err := s.db.Connx(ctx)
+	// Its own connection, without the statement timeout: a migration may
+	// rewrite a large table, and may wait for another replica's.
+	db, err := sqlx.Open("postgres", s.cfg.URL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Connx(ctx)
 	if err != nil {
 		return err
 	}

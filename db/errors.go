@@ -12,8 +12,6 @@ var (
 		Message: "The email or password is incorrect."}
 	ErrEmailTaken = &errs.Error{Kind: errs.Conflict, Code: "email_taken", Field: "email",
 		Message: "An account with this email already exists. Log in instead."}
-	ErrUnavailable = &errs.Error{Kind: errs.Unavailable, Code: "database_unavailable",
-		Message: "The database is not answering."}
 	ErrUnknownKey = &errs.Error{Kind: errs.Unauthorized, Code: "invalid_api_key",
 		Message: "This key is unknown, inactive, expired or deleted."}
 	ErrSessionEnded = &errs.Error{Kind: errs.Unauthorized, Code: "session_expired",

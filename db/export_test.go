@@ -1,9 +1,36 @@
 package db
 
-import "context"
+import (
+	"context"
 
-// Exec runs SQL on the store, for tests that seed data in bulk.
+	"modelswitch/db/apikey"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Exec runs SQL on the store without a statement timeout, for tests that
+// seed data in bulk.
 func (s *Store) Exec(ctx context.Context, query string, args ...any) error {
-	_, err := s.db.ExecContext(ctx, query, args...)
-	return err
+	return s.withTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
+}
+
+// PendingUses is how many key uses wait to be written.
+func (c *KeyCache) PendingUses() int {
+	c.usesMu.Lock()
+	defer c.usesMu.Unlock()
+	return len(c.pending)
+}
+
+// Cached says whether the cache holds an entry for the digest.
+func (c *KeyCache) Cached(kind apikey.Kind, digest []byte) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.entries[cacheKey{kind, [32]byte(digest)}]
+	return ok
 }

@@ -16,9 +16,15 @@ import (
 
 // The ledger: every movement of an account's money is an entry that is
 // never changed, and balances keeps the running totals that the entries add
-// up to, in the same transaction (see migrations/0002_ledger.sql). Each
-// write locks the account's balances row, so entry ids of one account are
-// in commit order and cursor pages never skip or repeat one.
+// up to, and the holds and leases held, in the same transaction (see
+// migrations/0002_ledger.sql and 0005_leases.sql). Each write locks the
+// account's balances row, so entry ids of one account are in commit order
+// and cursor pages never skip or repeat one.
+//
+// The gateway meters through the Meter (meter.go): leases and batched
+// writes. PlaceHold and Settle below hold and charge one request in its own
+// transactions: the path of a replica of the previous version during a
+// rolling deploy, of tools and tests, and how the sweep releases holds.
 
 // Entry types.
 const (
@@ -268,9 +274,19 @@ func (s *Store) Settle(ctx context.Context, h Hold, u *Usage) error {
 	})
 }
 
-// ReleaseExpiredHolds releases holds past their expiry (left by a process
-// that died mid-request) and returns how many it released.
+// ReleaseExpiredHolds releases holds and leases past their expiry (left by a
+// process that died mid-request or with leases) and returns how many it
+// released. Each replica's meter also sweeps leases, every LeaseTTL/3.
 func (s *Store) ReleaseExpiredHolds(ctx context.Context) (int, error) {
+	leases, err := s.releaseExpiredLeases(ctx)
+	if err != nil {
+		return leases, err
+	}
+	holds, err := s.releaseExpiredHolds(ctx)
+	return leases + holds, err
+}
+
+func (s *Store) releaseExpiredHolds(ctx context.Context) (int, error) {
 	var expired []Hold
 	if err := s.db.SelectContext(ctx, &expired, `
 		SELECT id, user_id, key_id, amount FROM holds WHERE expires_at <= $1 ORDER BY id LIMIT 1000`, s.now()); err != nil {

@@ -285,7 +285,7 @@ func TestCreditsAreIdempotent(t *testing.T) {
 func TestSignupCredits(t *testing.T) {
 	s := store.WithClock(time.Now)
 	s.SignupCredits = usd("5")
-	u, err := s.CreateUser(ctx, "signup-"+newUser(t).Email, "correct horse")
+	u, err := s.CreateUser(ctx, "signup-"+newUser(t).Email, "correct horse", freshAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionTyp
 		return Session{}, err
 	}
 	var sess Session
-	err := s.db.GetContext(ctx, &sess, `
+	err := s.auth.GetContext(ctx, &sess, `
 		INSERT INTO sessions (id, user_id, kind, expires_at)
 		VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 		RETURNING id, user_id, expires_at`,
@@ -46,13 +46,13 @@ func (s *Store) TouchSession(ctx context.Context, id string, kind SessionType, i
 	var userID int64
 	var err error
 	if idle > 0 {
-		err = s.db.GetContext(ctx, &userID, `
+		err = s.auth.GetContext(ctx, &userID, `
 			UPDATE sessions SET last_seen_at = now()
 			WHERE id = $1 AND kind = $2 AND expires_at > now()
 			  AND last_seen_at > now() - make_interval(secs => $3)
 			RETURNING user_id`, id, kind, int64(idle.Seconds()))
 	} else {
-		err = s.db.GetContext(ctx, &userID,
+		err = s.auth.GetContext(ctx, &userID,
 			`SELECT user_id FROM sessions WHERE id = $1 AND kind = $2 AND expires_at > now()`, id, kind)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
@@ -63,22 +63,21 @@ func (s *Store) TouchSession(ctx context.Context, id string, kind SessionType, i
 
 // DeleteSession ends one session at once.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE id = $1`, id)
+	_, err := s.auth.ExecContext(ctx, `DELETE FROM sessions WHERE id = $1`, id)
 	return err
 }
 
 // DeleteUserSessions ends every session of an account ("sign out everywhere").
 func (s *Store) DeleteUserSessions(ctx context.Context, userID int64) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = $1`, userID)
+	_, err := s.auth.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = $1`, userID)
 	return err
 }
 
-// DeleteExpired removes ended sessions and stale sign-in counts.
+// DeleteExpired removes ended sessions and ended rate counts.
 func (s *Store) DeleteExpired(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= now()`); err != nil {
+	if _, err := s.auth.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= now()`); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE window_start <= now() - make_interval(secs => $1)`,
-		int64(throttleWindow.Seconds()))
+	_, err := s.auth.ExecContext(ctx, `DELETE FROM rate_counts WHERE window_end <= now()`)
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ var ctx = context.Background()
 
 func newUser(t testing.TB) db.User {
 	t.Helper()
-	u, err := store.CreateUser(ctx, dbtest.Email("store"), "correct horse")
+	u, err := store.CreateUser(ctx, dbtest.Email("store"), "correct horse", freshAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func wantKind(t *testing.T, err error, kind errs.Kind) *errs.Error {
 
 func TestMigrateTwiceConcurrently(t *testing.T) {
 	url := dbtest.URL(t)
-	s, err := db.Open(ctx, url)
+	s, err := db.Open(ctx, db.Config{URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +66,14 @@ func TestMigrateTwiceConcurrently(t *testing.T) {
 
 func TestCreateUser(t *testing.T) {
 	email := fmt.Sprintf("  Mixed.Case%d@Example.com ", time.Now().UnixNano())
-	u, err := store.CreateUser(ctx, email, "12345678")
+	u, err := store.CreateUser(ctx, email, "12345678", freshAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.ID <= 0 || u.Email != email[2:len(email)-1] {
 		t.Fatalf("user = %+v", u)
 	}
-	_, err = store.CreateUser(ctx, "mixed.case"+email[12:], "another password")
+	_, err = store.CreateUser(ctx, "mixed.case"+email[12:], "another password", freshAddr())
 	if wantKind(t, err, errs.Conflict); err != db.ErrEmailTaken {
 		t.Fatalf("duplicate email regardless of case: %v", err)
 	}
@@ -83,7 +84,7 @@ func TestCreateUser(t *testing.T) {
 		{"ok@example.com", "1234567", "password"},
 		{"ok@example.com", string(make([]byte, 257)), "password"},
 	} {
-		_, err := store.CreateUser(ctx, bad.email, bad.password)
+		_, err := store.CreateUser(ctx, bad.email, bad.password, freshAddr())
 		if e := wantKind(t, err, errs.Invalid); e.Field != bad.field {
 			t.Errorf("%q/%q: field %q, want %q", bad.email, bad.password, e.Field, bad.field)
 		}
@@ -91,39 +92,47 @@ func TestCreateUser(t *testing.T) {
 }
 
 // addrSeq numbers client addresses, so that each run of a test (-count)
-// counts sign-ins from addresses of its own: the database outlives a run.
-var addrSeq int
+// counts sign-ups and sign-ins from addresses of its own: the database
+// outlives a run.
+var addrSeq atomic.Int64
 
+// freshAddr is an IPv6 address in a /64 of its own, since throttles count
+// an IPv6 client by its /64.
 func freshAddr() string {
-	addrSeq++
-	return fmt.Sprintf("2001:db8::%x", addrSeq)
+	n := addrSeq.Add(1)
+	return fmt.Sprintf("2001:db8:%x:%x::1", n>>16, n&0xffff)
 }
 
 func TestCheckPasswordAndThrottle(t *testing.T) {
 	u := newUser(t)
-	home, other, third := freshAddr(), freshAddr(), freshAddr()
+	home, other := freshAddr(), freshAddr()
 	got, err := store.CheckPassword(ctx, u.Email, "correct horse", home)
 	if err != nil || got.ID != u.ID {
 		t.Fatalf("right password: %v %+v", err, got)
 	}
-	_, errWrong := store.CheckPassword(ctx, u.Email, "wrong horse", home)
-	_, errUnknown := store.CheckPassword(ctx, dbtest.Email("nobody"), "wrong horse", home)
+	_, errWrong := store.CheckPassword(ctx, u.Email, "wrong horse", other)
+	_, errUnknown := store.CheckPassword(ctx, dbtest.Email("nobody"), "wrong horse", other)
 	if errWrong != db.ErrBadCredentials || errUnknown != db.ErrBadCredentials {
 		t.Fatalf("wrong password %v, unknown email %v: want the same error", errWrong, errUnknown)
 	}
-	// Four more failures reach the per-account limit of five in the window.
+	// Four more failures reach the limit of five for the account from there:
+	// even the right password is refused there.
 	for i := 0; i < 4; i++ {
 		if _, err := store.CheckPassword(ctx, u.Email, "wrong horse", other); err != db.ErrBadCredentials {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	_, err = store.CheckPassword(ctx, u.Email, "correct horse", third)
-	if e := wantKind(t, err, errs.RateLimited); e.RetryAfter <= 0 || e.RetryAfter > 15*time.Minute {
-		t.Fatalf("retry after %v", e.RetryAfter)
+	_, err = store.CheckPassword(ctx, u.Email, "correct horse", other)
+	if e := wantKind(t, err, errs.RateLimited); e.RetryAfter <= 0 || e.RetryAfter > 15*time.Minute || e.Code != "too_many_attempts" {
+		t.Fatalf("refused %+v", e)
 	}
-	// Another account from the same address is not locked out.
+	// The owner at their own address is not locked out by failures elsewhere.
+	if got, err := store.CheckPassword(ctx, u.Email, "correct horse", home); err != nil || got.ID != u.ID {
+		t.Fatalf("owner at home: %v", err)
+	}
+	// Nor is another account at the guesser's address.
 	v := newUser(t)
-	if _, err := store.CheckPassword(ctx, v.Email, "correct horse", home); err != nil {
+	if _, err := store.CheckPassword(ctx, v.Email, "correct horse", other); err != nil {
 		t.Fatal(err)
 	}
 }

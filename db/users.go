@@ -19,8 +19,10 @@ type User struct {
 	CreatedAt time.Time `db:"created_at"`
 }
 
-// CreateUser validates and registers a new account.
-func (s *Store) CreateUser(ctx context.Context, email, password string) (User, error) {
+// CreateUser validates and registers a new account. Sign-ups are throttled
+// per client address (see throttle.go); invalid input is refused before it
+// counts.
+func (s *Store) CreateUser(ctx context.Context, email, password, clientIP string) (User, error) {
 	email, err := normalizeEmail(email)
 	if err != nil {
 		return User{}, err
@@ -28,12 +30,20 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 	if err := validatePassword(password); err != nil {
 		return User{}, err
 	}
-	hash, err := hashPassword(password)
+	scope, err := s.countSignup(ctx, clientIP)
 	if err != nil {
 		return User{}, err
 	}
+	hash, err := hashPassword(ctx, password)
+	if err != nil {
+		// Busy: nothing was done, so the sign-up is not held against the address.
+		if err := s.takeBack(ctx, nil, []string{scope}); err != nil {
+			return User{}, err
+		}
+		return User{}, err
+	}
 	var u User
-	err = s.withTx(ctx, func(tx *sqlx.Tx) error {
+	err = s.auth.withTx(ctx, func(tx *sqlx.Tx) error {
 		err := tx.GetContext(ctx, &u,
 			`INSERT INTO users (email, password_hash) VALUES ($1, $2)
 			 RETURNING id, email, created_at`, email, hash)
@@ -58,8 +68,9 @@ func (s *Store) CreateUser(ctx context.Context, email, password string) (User, e
 }
 
 // CheckPassword returns the account an email and password belong to.
-// Attempts are throttled per account and per client address (see throttle.go);
-// an unknown email and a wrong password get the same error in the same time.
+// Attempts are throttled per account and address, per account and per
+// address (see throttle.go); an unknown email and a wrong password get the
+// same error in the same time.
 func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP string) (User, error) {
 	t := newThrottle(email, clientIP)
 	if err := s.count(ctx, t); err != nil {
@@ -71,17 +82,24 @@ func (s *Store) CheckPassword(ctx context.Context, email, password, clientIP str
 	}
 	email, err := normalizeEmail(email)
 	if err == nil {
-		err = s.db.GetContext(ctx, &row,
+		err = s.auth.GetContext(ctx, &row,
 			`SELECT id, email, created_at, password_hash FROM users WHERE lower(email) = lower($1)`, email)
 	}
-	if _, invalid := errs.As(err); invalid || errors.Is(err, sql.ErrNoRows) {
-		checkPassword(dummyHash, password)
-		return User{}, ErrBadCredentials
-	}
-	if err != nil {
+	known := err == nil
+	if errs.Is(err, errs.Invalid) || errors.Is(err, sql.ErrNoRows) {
+		row.PasswordHash = dummyHash
+	} else if err != nil {
 		return User{}, err
 	}
-	if !checkPassword(row.PasswordHash, password) {
+	ok, err := checkPassword(ctx, row.PasswordHash, password)
+	if err != nil {
+		// A busy server checked nothing: the attempt is not held against anyone.
+		if err := s.uncount(ctx, t); err != nil {
+			return User{}, err
+		}
+		return User{}, err
+	}
+	if !ok || !known {
 		return User{}, ErrBadCredentials
 	}
 	if err := s.forgive(ctx, t); err != nil {

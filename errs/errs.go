@@ -52,7 +52,12 @@ type Error struct {
 	RetryAfter time.Duration
 	// Status overrides the kind's status: an upstream's own 4xx is passed on.
 	Status int
+	// Cause is what went wrong underneath, for the log; never shown.
+	Cause error
 }
+
+// Unwrap exposes Cause to errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.Cause }
 
 func (e *Error) Error() string {
 	if e.Field != "" {

@@ -140,6 +140,12 @@ func (r echoReply) streamed(ctx context.Context) *Response {
 		stop := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
 		defer stop()
 		for _, chunk := range r.chunks() {
+			// AfterFunc closes the pipe in a goroutine of its own; checking
+			// here stops the stream at once when ctx ends between chunks.
+			if err := ctx.Err(); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
 			if _, err := pw.Write(chunk); err != nil {
 				return
 			}

@@ -55,7 +55,7 @@ func (a *AuthAPI) Signup(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	u, err := a.Store.CreateUser(c.UserContext(), email, password)
+	u, err := a.Store.CreateUser(c.UserContext(), email, password, request.ClientIP(c))
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ type keyObject struct {
 	ID         int64   `json:"id"`
 	Name       string  `json:"name"`
 	Prefix     string  `json:"prefix"`
+	LastFour   *string `json:"lastFour"` // null for keys made before it was kept
 	Active     bool    `json:"active"`
 	CreatedAt  string  `json:"createdAt"`
 	ExpiresAt  *string `json:"expiresAt"`
@@ -40,7 +41,7 @@ type spending struct {
 
 func newKeyObject(k db.Key) keyObject {
 	o := keyObject{
-		ID: k.ID, Name: k.Name, Prefix: k.Prefix, Active: k.Active,
+		ID: k.ID, Name: k.Name, Prefix: k.Prefix, LastFour: k.Hint, Active: k.Active,
 		CreatedAt:  timestamp(k.CreatedAt),
 		ExpiresAt:  optionalTimestamp(k.ExpiresAt),
 		LastUsedAt: optionalTimestamp(k.LastUsedAt),
@@ -51,9 +52,28 @@ func newKeyObject(k db.Key) keyObject {
 	return o
 }
 
-// List: GET → 200 {"keys": [...]}, newest first.
+// keyList is a page of keys: the reference's {"keys": [...]}, then hasMore.
+type keyList struct {
+	Keys    []keyObject `json:"keys"`
+	HasMore bool        `json:"hasMore"`
+}
+
+// List: GET ?limit&starting_after → 200 {"keys": [...], "hasMore"}, newest
+// first. The default and largest limit is the cap on keys per account, so
+// that without a query an account within the cap gets every key at once.
 func (h *KeysAPI) List(c *fiber.Ctx) error {
-	keys, err := h.Store.ListKeys(c.UserContext(), request.UserID(c), h.Kind)
+	if err := onlyQuery(c, "limit", "starting_after"); err != nil {
+		return err
+	}
+	limit, err := queryInt(c, "limit", h.Store.KeyCap(), 1, h.Store.KeyCap())
+	if err != nil {
+		return err
+	}
+	after, err := queryID(c, "starting_after")
+	if err != nil {
+		return err
+	}
+	keys, more, err := h.Store.ListKeysPage(c.UserContext(), request.UserID(c), h.Kind, db.KeyPage{Limit: limit, StartingAfter: after})
 	if err != nil {
 		return err
 	}
@@ -61,7 +81,7 @@ func (h *KeysAPI) List(c *fiber.Ctx) error {
 	for i, k := range keys {
 		out[i] = newKeyObject(k)
 	}
-	return c.JSON(fiber.Map{"keys": out})
+	return c.JSON(keyList{out, more})
 }
 
 // Create: POST {"name", "expires_at"?} → 201 with the key, shown this once
@@ -87,7 +107,8 @@ func (h *KeysAPI) Create(c *fiber.Ctx) error {
 	}{k.ID, k.Secret, k.Prefix, k.Name, created.CreatedAt, created.ExpiresAt, created.spending})
 }
 
-// Update: PUT /{id} {"name"?, "active"?} → 200 key object.
+// Update: PUT /{id} {"name"?, "active"?, "expires_at"?} → 200 key object;
+// "expires_at": null makes the key never expire.
 func (h *KeysAPI) Update(c *fiber.Ctx) error {
 	id, err := pathID(c)
 	if err != nil {
@@ -124,7 +145,7 @@ var spendingFields = []string{"limit", "limit_reset", "models"}
 func keyFields(kind apikey.Kind, update bool) []string {
 	fields := []string{"name", "expires_at"}
 	if update {
-		fields = []string{"name", "active"}
+		fields = []string{"name", "active", "expires_at"}
 	}
 	if kind == apikey.Proxy {
 		fields = append(fields, spendingFields...)
@@ -166,8 +187,9 @@ func readKeyInput(body []byte, kind apikey.Kind) (db.KeyInput, error) {
 	return in, err
 }
 
-// readKeyUpdate decodes the body of an update: {"name"?, "active"?} and, for
-// proxy keys, {"limit"?, "limit_reset"?, "models"?}, where null clears.
+// readKeyUpdate decodes the body of an update: {"name"?, "active"?,
+// "expires_at"?} and, for proxy keys, {"limit"?, "limit_reset"?, "models"?},
+// where null clears.
 func readKeyUpdate(body []byte, kind apikey.Kind) (db.KeyUpdate, error) {
 	var up db.KeyUpdate
 	o, err := decodeObject(body)
@@ -181,6 +203,9 @@ func readKeyUpdate(body []byte, kind apikey.Kind) (db.KeyUpdate, error) {
 		return up, err
 	}
 	if up.Active, err = o.bool("active"); err != nil {
+		return up, err
+	}
+	if up.ExpiresAt, err = change(o, "expires_at", object.time); err != nil {
 		return up, err
 	}
 	if up.Limit, err = change(o, "limit", object.amount); err != nil {

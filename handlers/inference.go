@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -17,7 +19,7 @@ import (
 )
 
 // maxInference bounds one inference from the request to the last byte of
-// its answer; the hold outlives it (db.HoldTTL).
+// its answer; the meter drops a hold only past db.HoldTTL, which is longer.
 const maxInference = 10 * time.Minute
 
 // heartbeat is how long a quiet stream waits before it writes a comment:
@@ -28,11 +30,15 @@ const heartbeat = 500 * time.Millisecond
 
 // Inference serves /v1 to proxy keys: the model list, the key itself, and
 // chat completions and embeddings forwarded through the gateway. Every
-// inference is held before it is forwarded and charged after it answered.
+// inference is held before it is forwarded and charged after it answered,
+// through the store's meter (db.Meter).
 type Inference struct {
 	Store   *db.Store
 	Catalog *gateway.Catalog
 	Log     *slog.Logger
+
+	models     sync.Once // the catalog is fixed at start: /v1/models is encoded once
+	modelsJSON []byte
 }
 
 type pricing struct {
@@ -51,12 +57,16 @@ type modelObject struct {
 // Models: GET /v1/models → the configured models, in OpenAI's list shape,
 // each with its price in USD per million tokens.
 func (h *Inference) Models(c *fiber.Ctx) error {
-	models := h.Catalog.Models()
-	data := make([]modelObject, len(models))
-	for i, m := range models {
-		data[i] = modelObject{m.ID, "model", m.Created, m.OwnedBy, pricing{m.InputPrice, m.OutputPrice}}
-	}
-	return c.JSON(fiber.Map{"object": "list", "data": data})
+	h.models.Do(func() {
+		models := h.Catalog.Models()
+		data := make([]modelObject, len(models))
+		for i, m := range models {
+			data[i] = modelObject{m.ID, "model", m.Created, m.OwnedBy, pricing{m.InputPrice, m.OutputPrice}}
+		}
+		h.modelsJSON, _ = json.Marshal(fiber.Map{"object": "list", "data": data}) // plain values: cannot fail
+	})
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(h.modelsJSON)
 }
 
 // Key: GET /v1/key → the calling key's own object, as /api/keys lists it.
@@ -87,11 +97,11 @@ func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
 		return err
 	}
 	info := request.Get(c)
-	hold, err := h.Store.PlaceHold(c.UserContext(), info.UserID, info.KeyID, call.Model.ID, call.Hold)
+	ticket, err := h.Store.Meter().Admit(c.UserContext(), info.UserID, info.KeyID, call.Model.ID, call.Hold)
 	if err != nil {
 		return err
 	}
-	gen := &generation{h: h, call: call, hold: hold, id: gateway.NewGenerationID(), start: time.Now()}
+	gen := &generation{call: call, ticket: ticket, id: gateway.NewGenerationID(), start: time.Now()}
 	c.Set("X-Generation-Id", gen.id)
 
 	// A streamed answer outlives this handler: the upstream call has a
@@ -137,15 +147,15 @@ type flusher struct{ *bufio.Writer }
 
 // generation is one inference on its way through the gateway.
 type generation struct {
-	h     *Inference
-	call  *gateway.Call
-	hold  db.Hold
-	id    string
-	start time.Time
+	call   *gateway.Call
+	ticket *db.Ticket
+	id     string
+	start  time.Time
 }
 
 // settle charges what res produced, or releases the hold when nothing was.
-// It runs after the client may have gone, so it has a context of its own.
+// It runs after the client may have gone; it only queues the charge, which
+// the meter writes within a fraction of a second and retries until written.
 func (g *generation) settle(res gateway.Result) {
 	var u *db.Usage
 	if res.Produced {
@@ -156,10 +166,5 @@ func (g *generation) settle(res gateway.Result) {
 			FinishReason: res.FinishReason, Latency: time.Since(g.start),
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := g.h.Store.Settle(ctx, g.hold, u); err != nil {
-		// The sweep releases the hold; the charge is lost, and said so.
-		g.h.Log.Error("settle an inference", "generation_id", g.id, "hold_id", g.hold.ID, "error", err)
-	}
+	g.ticket.Finish(u)
 }

@@ -20,8 +20,20 @@ func TestDecodeKeyRequests(t *testing.T) {
 		t.Fatalf("create: %+v %v", in, err)
 	}
 	up, err := readKeyUpdate([]byte(`{"name": null, "active": false}`), apikey.Proxy)
-	if err != nil || up.Name != nil || up.Active == nil || *up.Active {
+	if err != nil || up.Name != nil || up.Active == nil || *up.Active || up.ExpiresAt.Set {
 		t.Fatalf("update: %+v %v", up, err)
+	}
+	// An update sets an expiry, or clears it with null.
+	up, err = readKeyUpdate([]byte(`{"expires_at": "2030-01-01T00:00:00+02:00"}`), apikey.Billing)
+	if err != nil || !up.ExpiresAt.Set || up.ExpiresAt.Value == nil || up.ExpiresAt.Value.UTC().Hour() != 22 {
+		t.Fatalf("update expiry: %+v %v", up, err)
+	}
+	up, err = readKeyUpdate([]byte(`{"expires_at": null}`), apikey.Billing)
+	if err != nil || !up.ExpiresAt.Set || up.ExpiresAt.Value != nil {
+		t.Fatalf("clear expiry: %+v %v", up, err)
+	}
+	if _, err := readKeyUpdate([]byte(`{"limit": 5}`), apikey.Billing); err == nil {
+		t.Fatal("a billing key's update took a limit")
 	}
 	bad := map[string]string{
 		``: "", `null`: "", `[]`: "", `"x"`: "", `{"name": "x"`: "", `{} {}`: "", `{}x`: "",
@@ -41,7 +53,7 @@ func TestDecodeKeyRequests(t *testing.T) {
 			t.Errorf("create %s: %v", in, e)
 		}
 	}
-	for in, field := range map[string]string{`{"active": "yes"}`: "active", `{"expires_at": "2030-01-01T00:00:00Z"}`: "expires_at"} {
+	for in, field := range map[string]string{`{"active": "yes"}`: "active", `{"expires_at": "2030-01-01"}`: "expires_at", `{"expires_at": 1}`: "expires_at"} {
 		if e, ok := errs.As(second(decodeBoth([]byte(in)))); !ok || e.Field != field {
 			t.Errorf("update %s: %v", in, e)
 		}

@@ -2,10 +2,14 @@ package handlers
 
 import (
 	"context"
+	"io/fs"
+	"net/url"
+	"strings"
 
 	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
 
+	"modelswitch/assets"
 	"modelswitch/db"
 	"modelswitch/db/money"
 	"modelswitch/errs"
@@ -82,10 +86,64 @@ func formErrors(err error, values map[string]string) (views.Form, bool) {
 	return views.Form{Values: values, Errors: map[string]string{e.Field: e.Message}}, true
 }
 
-// ErrorPage renders an error as a page for the dashboard.
+// ErrorPage renders an error as a page for the dashboard. htmx swaps none
+// in; the page's script shows its message ([data-error-message]) instead.
 func ErrorPage(c *fiber.Ctx, status int, message string) error {
 	return render(c, status, views.ErrorView(views.ErrorPage{
 		Page: newPage(c, statusTitle(status), ""), Status: status, Message: message}))
+}
+
+// NotFoundPage answers a dashboard address that leads nowhere, in words
+// for people rather than for API clients.
+func NotFoundPage(c *fiber.Ctx) error {
+	return render(c, fiber.StatusNotFound, views.NotFoundView(newPage(c, "Page not found", "")))
+}
+
+// Favicon: GET /favicon.ico, which browsers ask for where no page names an
+// icon (a JSON answer opened in a tab): the dashboard's SVG icon.
+func Favicon(c *fiber.Ctx) error {
+	icon, err := fs.ReadFile(assets.Static, "favicon.svg")
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "public, max-age=86400")
+	c.Type("svg")
+	return c.Send(icon)
+}
+
+// DashboardHome is where a signed-in visitor starts.
+const DashboardHome = "/dashboard/keys"
+
+// NextPath is raw when it is a dashboard address (path and query) to come
+// back to after signing in, and "" otherwise. Only this site's dashboard:
+// no scheme or host, no "//" (another host to a browser), no backslash
+// (read as a slash), no control or non-ASCII characters, so that a link to
+// the sign-in page cannot send anyone elsewhere once they signed in.
+func NextPath(raw string) string {
+	if len(raw) > 2048 || !(raw == "/dashboard" || strings.HasPrefix(raw, "/dashboard/") || strings.HasPrefix(raw, "/dashboard?")) {
+		return ""
+	}
+	if strings.Contains(raw, "//") || strings.Contains(raw, `\`) {
+		return ""
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] < 0x21 || raw[i] > 0x7e {
+			return ""
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || u.Fragment != "" {
+		return ""
+	}
+	return raw
+}
+
+// SignInPath is the sign-in page that leads back to next afterwards.
+func SignInPath(next string) string {
+	if next = NextPath(next); next == "" {
+		return "/signin"
+	}
+	return "/signin?next=" + url.QueryEscape(next)
 }
 
 func statusTitle(status int) string {

@@ -2,8 +2,10 @@ package views
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/a-h/templ"
@@ -85,4 +87,125 @@ func limitsForm(r KeyRow) Form {
 		return *r.Limits
 	}
 	return Form{}
+}
+
+// rowID is the id of a key's table row.
+func rowID(r KeyRow) string { return "key-" + strconv.FormatInt(r.ID, 10) }
+
+// actionID is the id of a row's button or pop-over summary: "key-7-rename".
+func actionID(r KeyRow, action string) string { return rowID(r) + "-" + action }
+
+// rowAction is where a row's form posts: the key's path, then the list's
+// search, sort and page, so that the answer shows the same list.
+func rowAction(p KeysPage, r KeyRow, suffix string) string {
+	return withQuery(rowPath(p.Section, r)+suffix, p.List.values(p.List.Page))
+}
+
+// values is the list at page n as a query, leaving out the defaults.
+func (l KeyList) values(n int) url.Values {
+	v := url.Values{}
+	if l.Query != "" {
+		v.Set("q", l.Query)
+	}
+	if l.Sort != "" && l.Sort != SortCreated {
+		v.Set("sort", l.Sort)
+	}
+	if n > 1 {
+		v.Set("page", strconv.Itoa(n))
+	}
+	return v
+}
+
+// SortCreated is the default sort, left out of URLs.
+const SortCreated = "created"
+
+// PageURL is the list's page n at path.
+func (l KeyList) PageURL(path string, n int) string { return withQuery(path, l.values(n)) }
+
+// URL is the list as shown, at path.
+func (l KeyList) URL(path string) string { return l.PageURL(path, l.Page) }
+
+// Cleared is the list without its search, at path.
+func (l KeyList) Cleared(path string) string {
+	l.Query = ""
+	return l.PageURL(path, 1)
+}
+
+func withQuery(path string, v url.Values) string {
+	if len(v) == 0 {
+		return path
+	}
+	return path + "?" + v.Encode()
+}
+
+// param is one hidden field of a GET form.
+type param struct{ Name, Value string }
+
+// cancelParams are the fields of a delete confirmation's Cancel form: the
+// list as shown, and a "row" that differs from the current URL's, so that
+// submitting it always loads the page again (closing the pop-over) and
+// never only jumps to the row.
+func cancelParams(l KeyList, r KeyRow) []param {
+	var out []param
+	v := l.values(l.Page)
+	for _, name := range []string{"q", "sort", "page"} {
+		if v.Has(name) {
+			out = append(out, param{name, v.Get(name)})
+		}
+	}
+	if l.Row != r.ID {
+		out = append(out, param{"row", strconv.FormatInt(r.ID, 10)})
+	}
+	return out
+}
+
+// sortOptions are the choices of the list's sort.
+var sortOptions = []Option{{SortCreated, "Newest first"}, {"last_used", "Recently used"}}
+
+// keyTag is the section's key tag: "ms-" or "mk-".
+func keyTag(k KeySection) string {
+	if k.Spending {
+		return "ms-"
+	}
+	return "mk-"
+}
+
+// listSummary says how many keys match and which are shown.
+func listSummary(k KeySection, l KeyList, rows int) string {
+	noun := k.Noun + "s"
+	if l.Total == 1 {
+		noun = k.Noun
+	}
+	s := fmt.Sprintf("%d %s", l.Total, noun)
+	if l.Query != "" {
+		verb := "match"
+		if l.Total == 1 {
+			verb = "matches"
+		}
+		s += fmt.Sprintf(" %s “%s”", verb, l.Query)
+	}
+	if l.Pages > 1 {
+		first := l.First
+		s += fmt.Sprintf(", showing %d–%d", first, first+rows-1)
+	}
+	return s + "."
+}
+
+// expiryValue is the date in a row's Expiry form: after a failed save what
+// was sent, otherwise the last day the key works.
+func expiryValue(r KeyRow) string {
+	switch {
+	case r.Expiry != nil:
+		return r.Expiry.Value("expires_at")
+	case r.Expires != nil:
+		return r.Expires.Date
+	}
+	return ""
+}
+
+func expiryError(r KeyRow) string {
+	if r.Expiry != nil {
+		return r.Expiry.Error("expires_at")
+	}
+	return ""
 }

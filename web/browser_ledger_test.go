@@ -37,6 +37,16 @@ func TestBrowserLedger(t *testing.T) {
 			b.fatalf("chat through the gateway: %v", err)
 		}
 	}
+	// The charges are written, and the budget reserved ahead returned,
+	// within a second of the last answer.
+	user := userOf(t, key)
+	waitUntil(t, "the charges are written and nothing is held", func() bool {
+		bal, err := store.GetBalance(context.Background(), user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bal.Held == 0 && bal.Usage > 0
+	})
 
 	b.submit(tid("nav-usage"))
 	b.waitVisible(tid("usage-chart"))

@@ -66,6 +66,7 @@ type tab struct {
 	ctx  context.Context
 	base string
 	http *http.Client
+	js   bool // the page's scripts run
 
 	mu         sync.Mutex
 	exceptions []string
@@ -111,7 +112,7 @@ func openDashboard(t *testing.T, js bool) *tab {
 		cancel()
 	})
 
-	b := &tab{t: t, ctx: tabCtx, base: base, http: &http.Client{
+	b := &tab{t: t, ctx: tabCtx, base: base, js: js, http: &http.Client{
 		Timeout:       stepTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
@@ -362,11 +363,23 @@ func (b *tab) wantPath(want string) {
 	}
 }
 
+// shot checks the page's accessibility and saves a screenshot of it; with
+// UPDATE_SCREENSHOTS=1 the screenshot also goes to docs/screenshots for
+// the README.
 func (b *tab) shot(name string) {
 	b.t.Helper()
+	b.checkA11y(name)
 	png := tabRun(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	if _, err := saveScreenshot(name, png); err != nil {
 		b.t.Fatal(err)
+	}
+	if os.Getenv("UPDATE_SCREENSHOTS") != "" {
+		if err := os.MkdirAll("../docs/screenshots", 0o755); err != nil {
+			b.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("../docs/screenshots", name+".png"), png, 0o644); err != nil {
+			b.t.Fatal(err)
+		}
 	}
 }
 
@@ -597,14 +610,17 @@ func (b *tab) copyKey(key string) {
 func TestBrowserKeyLifecycle(t *testing.T) {
 	b := openDashboard(t, true)
 
-	// Signed out, every dashboard page asks you to sign in.
-	for _, p := range []string{"/", "/dashboard/keys", "/dashboard/billing-keys"} {
+	// Signed out, every dashboard page asks you to sign in; the home page
+	// says what ModelSwitch is.
+	for _, p := range []string{"/dashboard/keys", "/dashboard/billing-keys"} {
 		b.nav(p)
 		if got := b.path(); got != "/signin" {
 			b.fatalf("GET %s while signed out ended on %s, want /signin", p, got)
 		}
 	}
 	b.waitVisible(tid("signin-form"))
+	b.nav("/")
+	b.waitVisible(tid("landing"))
 
 	b.nav("/signup")
 	b.waitVisible(tid("signup-form"))
@@ -1000,6 +1016,7 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	b.submit(tid("signin-submit"))
 	b.wantPath("/dashboard/keys")
 	b.submit(tid("signout-everywhere"))
+	b.submit(tid("confirm-signout-everywhere"))
 	b.nav("/dashboard/keys")
 	b.wantPath("/signin")
 }

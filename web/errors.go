@@ -18,10 +18,10 @@ import (
 var fiberCodes = map[int]struct{ code, message string }{
 	fiber.StatusNotFound:              {"not_found", "No such endpoint. See the API reference for the routes."},
 	fiber.StatusMethodNotAllowed:      {"method_not_allowed", "This endpoint does not take this method."},
-	fiber.StatusRequestEntityTooLarge: {"body_too_large", "The request body is too large: at most 1 MiB, or 8 MiB under /v1."},
+	fiber.StatusRequestEntityTooLarge: {"body_too_large", "The request body is too large: at most 64 KiB, or 8 MiB under /v1."},
 	fiber.StatusUnsupportedMediaType:  {"unsupported_media_type", "Send the body as JSON with Content-Type: application/json."},
 	fiber.StatusBadRequest:            {"bad_request", "The request is malformed."},
-	fiber.StatusRequestTimeout:        {"timeout", "The request took too long to arrive."},
+	fiber.StatusRequestTimeout:        {"timeout", "The request took too long to arrive, or was cut off."},
 }
 
 // classify turns any error into a status and an *errs.Error safe to show.
@@ -29,6 +29,9 @@ var fiberCodes = map[int]struct{ code, message string }{
 // "internal error".
 func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, *errs.Error) {
 	if e, ok := errs.As(err); ok && e.Kind != errs.Internal {
+		if e.Kind == errs.Unavailable && e.Cause != nil {
+			log.Warn("dependency unavailable", "request_id", request.Get(c).ID, "path", c.Path(), "error", e.Cause)
+		}
 		if e.RetryAfter > 0 {
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 		}
@@ -105,7 +108,7 @@ func faceOf(c *fiber.Ctx) face {
 	switch {
 	case strings.HasPrefix(p, "/v1/") || p == "/v1":
 		return inferenceFace
-	case request.Get(c).ID == "", strings.HasPrefix(p, "/api/"), p == "/api", p == "/healthz":
+	case request.Get(c).ID == "", strings.HasPrefix(p, "/api/"), p == "/api", p == "/healthz", p == "/readyz", p == "/livez":
 		return apiFace
 	}
 	return dashboardFace
@@ -121,6 +124,9 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 			return c.Status(status).JSON(fiber.Map{"error": openAIBody(status, e)})
 		case apiFace:
 			return c.Status(status).JSON(fiber.Map{"error": apiError{e.Code, e.Message, e.Field}})
+		}
+		if status == fiber.StatusNotFound && e.Code == fiberCodes[fiber.StatusNotFound].code {
+			return handlers.NotFoundPage(c) // an address that leads nowhere, not a missing key
 		}
 		return handlers.ErrorPage(c, status, e.Message)
 	}

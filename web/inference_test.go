@@ -35,7 +35,7 @@ func serve(t *testing.T, catalog *gateway.Catalog) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(testCfg, store, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := New(testCfg, sharedAddrStore(), catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	go a.Listener(ln)
 	t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
 	return "http://" + ln.Addr().String()
@@ -89,6 +89,31 @@ func balance(t *testing.T, mk string) map[string]any {
 	return expect(t, call(t, "GET", "/api/balance", mk, nil), 200).body
 }
 
+// settled waits until the account holds nothing, and returns its balance:
+// every request has finished, its charge is written and the budget reserved
+// ahead is returned, which the contract gives a second.
+func settled(t *testing.T, mk string) map[string]any {
+	t.Helper()
+	var b map[string]any
+	waitUntil(t, "nothing is held", func() bool {
+		b = balance(t, mk)
+		return b["held"] == float64(0)
+	})
+	return b
+}
+
+// generationOf waits until the generation is written (within a second of
+// its end), and returns it.
+func generationOf(t *testing.T, mk, id string) map[string]any {
+	t.Helper()
+	var r response
+	waitUntil(t, "generation "+id+" is written", func() bool {
+		r = call(t, "GET", "/api/generations/"+id, mk, nil)
+		return r.status != 404
+	})
+	return expect(t, r, 200).body
+}
+
 func TestInferenceWithTheOpenAISDK(t *testing.T) {
 	base := serve(t, builtinCatalog)
 	acct := fundedAccount(t, "1")
@@ -116,13 +141,13 @@ func TestInferenceWithTheOpenAISDK(t *testing.T) {
 	}
 	in, out := completion.Usage.PromptTokens, completion.Usage.CompletionTokens
 	cost := money.PerMillion(money.Dollar).Cost(in) + money.PerMillion(2*money.Dollar).Cost(out)
-	g := expect(t, call(t, "GET", "/api/generations/"+gen, acct.mk, nil), 200).body
+	g := generationOf(t, acct.mk, gen)
 	if g["model"] != "modelswitch/echo" || g["streamed"] != false || g["inputTokens"] != float64(in) || g["outputTokens"] != float64(out) ||
 		g["status"] != "completed" || g["finishReason"] != "stop" || dollars(g["cost"]) != cost {
 		t.Fatalf("generation %v; want cost %s for %d in, %d out", g, cost, in, out)
 	}
-	b := balance(t, acct.mk)
-	if dollars(b["balance"]) != usd("1")-cost || b["held"] != float64(0) {
+	b := settled(t, acct.mk)
+	if dollars(b["balance"]) != usd("1")-cost || dollars(b["totalUsage"]) != cost {
 		t.Fatalf("balance %v, want 1 - %s", b, cost)
 	}
 
@@ -141,10 +166,7 @@ func TestInferenceWithTheOpenAISDK(t *testing.T) {
 		t.Fatalf("stream: %q %v", text.String(), err)
 	}
 	streamGen := res.Header.Get("X-Generation-Id")
-	waitUntil(t, "the stream is charged", func() bool {
-		return call(t, "GET", "/api/generations/"+streamGen, acct.mk, nil).status == 200
-	})
-	if g := call(t, "GET", "/api/generations/"+streamGen, acct.mk, nil).body; g["streamed"] != true || g["outputTokens"].(float64) == 0 {
+	if g := generationOf(t, acct.mk, streamGen); g["streamed"] != true || g["outputTokens"].(float64) == 0 {
 		t.Fatalf("streamed generation %v", g)
 	}
 
@@ -171,16 +193,15 @@ func TestInferenceWithTheOpenAISDK(t *testing.T) {
 	// Every charge is in the transactions (a stream is charged as it ends,
 	// which may be just after the client read its last event), and the
 	// ledger adds up.
-	var tx []any
-	waitUntil(t, "four usage transactions", func() bool {
-		tx = expect(t, call(t, "GET", "/api/transactions?type=usage", acct.mk, nil), 200).body["transactions"].([]any)
-		return len(tx) == 4
-	})
+	b = settled(t, acct.mk)
+	tx := expect(t, call(t, "GET", "/api/transactions?type=usage", acct.mk, nil), 200).body["transactions"].([]any)
+	if len(tx) != 4 {
+		t.Fatalf("%d usage transactions, want 4", len(tx))
+	}
 	var charged money.USD
 	for _, e := range tx {
 		charged -= dollars(e.(map[string]any)["amount"])
 	}
-	b = balance(t, acct.mk)
 	if dollars(b["totalUsage"]) != charged || dollars(b["balance"]) != usd("1")-charged {
 		t.Fatalf("balance %v; transactions charge %s", b, charged)
 	}
@@ -226,6 +247,7 @@ func TestInferenceRefusals(t *testing.T) {
 	if b := balance(t, broke.mk); b["totalUsage"] != float64(0) || b["held"] != float64(0) {
 		t.Fatalf("a refused request was charged: %v", b)
 	}
+	settled(t, acct.mk)
 	tx := expect(t, call(t, "GET", "/api/transactions?type=usage", acct.mk, nil), 200).body["transactions"].([]any)
 	if len(tx) != 1 {
 		t.Fatalf("%d usage entries, want only the one that ran", len(tx))
@@ -269,7 +291,7 @@ func TestConcurrentInferenceNeverOverspends(t *testing.T) {
 	if ok.Load() < 10 || ok.Load()+refused.Load() != 100 {
 		t.Fatalf("%d answered, %d refused", ok.Load(), refused.Load())
 	}
-	b := balance(t, acct.mk)
+	b := settled(t, acct.mk)
 	total := dollars(b["totalCredits"]) - dollars(b["totalUsage"])
 	if total < 0 || b["held"] != float64(0) || dollars(b["balance"]) != total {
 		t.Fatalf("overspent: %v", b)
@@ -399,7 +421,7 @@ func TestGatewayAgainstAFakeUpstream(t *testing.T) {
 		t.Fatalf("forwarded body\n%s\nwant\n%s", got, want)
 	}
 	// 1000 tokens in at $0.15/M and 2000 out at $0.60/M: exactly $0.00135.
-	g := expect(t, call(t, "GET", "/api/generations/"+res.Header.Get("X-Generation-Id"), acct.mk, nil), 200).body
+	g := generationOf(t, acct.mk, res.Header.Get("X-Generation-Id"))
 	if g["cost"] != 0.00135 || g["estimated"] != false {
 		t.Fatalf("generation %v, want cost 0.00135", g)
 	}
@@ -409,13 +431,13 @@ func TestGatewayAgainstAFakeUpstream(t *testing.T) {
 	if _, err := client.Chat.Completions.New(ctx, chatParams("fake/nousage", "hi"), option.WithResponseInto(&hres)); err != nil {
 		t.Fatal(err)
 	}
-	g = expect(t, call(t, "GET", "/api/generations/"+hres.Header.Get("X-Generation-Id"), acct.mk, nil), 200).body
+	g = generationOf(t, acct.mk, hres.Header.Get("X-Generation-Id"))
 	if g["estimated"] != true || g["outputTokens"].(float64) < 4 {
 		t.Fatalf("estimated generation %v", g)
 	}
 
 	// Upstream errors keep their status and message and cost nothing.
-	before := balance(t, acct.mk)["totalUsage"]
+	before := settled(t, acct.mk)["totalUsage"]
 	_, err = client.Chat.Completions.New(ctx, chatParams("fake/busy", "hi"))
 	wantAPIError(t, err, 429, "upstream_error")
 	if apiErr := (*openai.Error)(nil); !errors.As(err, &apiErr) || !strings.Contains(apiErr.Message, "Rate limit reached") {
@@ -423,7 +445,7 @@ func TestGatewayAgainstAFakeUpstream(t *testing.T) {
 	}
 	_, err = client.Chat.Completions.New(ctx, chatParams("fake/broken", "hi"))
 	wantAPIError(t, err, 502, "upstream_error")
-	if after := balance(t, acct.mk); after["totalUsage"] != before || after["held"] != float64(0) {
+	if after := settled(t, acct.mk); after["totalUsage"] != before {
 		t.Fatalf("failed upstream requests were charged: %v", after)
 	}
 
@@ -435,10 +457,7 @@ func TestGatewayAgainstAFakeUpstream(t *testing.T) {
 		t.Fatal("a cut stream ended without an error")
 	}
 	cutGen := hres.Header.Get("X-Generation-Id")
-	waitUntil(t, "the cut stream is charged", func() bool {
-		return call(t, "GET", "/api/generations/"+cutGen, acct.mk, nil).status == 200
-	})
-	if g := call(t, "GET", "/api/generations/"+cutGen, acct.mk, nil).body; g["status"] != "upstream_error" || g["outputTokens"].(float64) == 0 {
+	if g := generationOf(t, acct.mk, cutGen); g["status"] != "upstream_error" || g["outputTokens"].(float64) == 0 {
 		t.Fatalf("cut stream %v", g)
 	}
 
@@ -465,13 +484,10 @@ func TestGatewayAgainstAFakeUpstream(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("the upstream request was not cancelled within 2 seconds of the client leaving")
 	}
-	waitUntil(t, "the abandoned stream is charged", func() bool {
-		return call(t, "GET", "/api/generations/"+hangGen, acct.mk, nil).status == 200
-	})
-	if g := call(t, "GET", "/api/generations/"+hangGen, acct.mk, nil).body; g["status"] != "client_disconnected" {
+	if g := generationOf(t, acct.mk, hangGen); g["status"] != "client_disconnected" {
 		t.Fatalf("abandoned stream %v", g)
 	}
-	waitUntil(t, "nothing is held", func() bool { return balance(t, acct.mk)["held"] == float64(0) })
+	settled(t, acct.mk)
 
 	// A client that leaves before an unstreamed answer arrives is charged
 	// for it all the same: the upstream did the work.

@@ -27,21 +27,38 @@ func userOf(t *testing.T, ms string) int64 {
 	return k.UserID
 }
 
-// meter writes one usage entry through the store, as the gateway does, and
-// returns its generation id.
+// meter writes one usage entry through the store's meter, as the gateway
+// does, and returns its generation id. It flushes the meter, so that the
+// entry is written when it returns; the budget the meter reserved ahead
+// stays held until it goes idle (heldBack).
 func meter(t *testing.T, userID int64, keyID int, model string, cost money.USD, in, out int64) string {
 	t.Helper()
 	ctx := context.Background()
-	h, err := store.PlaceHold(ctx, userID, int64(keyID), model, usd("0.01"))
+	tk, err := store.Meter().Admit(ctx, userID, int64(keyID), model, usd("0.01"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	gen := fmt.Sprintf("gen-ledgertest-%d-%d", time.Now().UnixNano(), ledgerGenSeq.Add(1))
-	if err := store.Settle(ctx, h, &db.Usage{GenerationID: gen, Model: model, InputTokens: in, OutputTokens: out,
-		Cost: cost, Status: "completed", FinishReason: "stop", Latency: 42 * time.Millisecond}); err != nil {
+	tk.Finish(&db.Usage{GenerationID: gen, Model: model, InputTokens: in, OutputTokens: out,
+		Cost: cost, Status: "completed", FinishReason: "stop", Latency: 42 * time.Millisecond})
+	if err := store.Meter().Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return gen
+}
+
+// heldBack waits until the account holds exactly want: the meter has
+// returned what it reserved ahead, which it does within a second of the
+// last request.
+func heldBack(t testing.TB, userID int64, want money.USD) {
+	t.Helper()
+	waitUntil(t, fmt.Sprintf("the account holds %s", want), func() bool {
+		b, err := store.GetBalance(context.Background(), userID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Held == want
+	})
 }
 
 func list(t *testing.T, v any) []map[string]any {
@@ -204,6 +221,7 @@ func TestLedgerEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Settle(ctx, hold, nil)
+	heldBack(t, user, usd("0.0005"))
 
 	// Balance: exact figures.
 	b := balance(t, acct.mk)

@@ -1,18 +1,27 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/compress"
+	"github.com/valyala/fasthttp"
 
+	"modelswitch/db"
+	"modelswitch/errs"
+	"modelswitch/handlers"
 	"modelswitch/web/request"
 )
 
@@ -28,10 +37,12 @@ func logRequests(log *slog.Logger, trusted []netip.Prefix) fiber.Handler {
 		// Fiber reuses c once the handler returns: a stream logs from copies.
 		method, path := strings.Clone(c.Method()), strings.Clone(c.Path())
 		request.Attach(c, info, func(status int) {
-			log.Info("request", "request_id", info.ID, "method", method, "path", path, "status", status,
-				"duration_ms", float64(time.Since(info.Start).Microseconds())/1000, "ip", info.ClientIP)
+			log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", info.ID),
+				slog.String("method", method), slog.String("path", path), slog.Int("status", status),
+				slog.Float64("duration_ms", float64(time.Since(info.Start).Microseconds())/1000), slog.String("ip", info.ClientIP))
 		})
 		c.Set(fiber.HeaderXRequestID, info.ID)
+		c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 		if err := c.Next(); err != nil {
 			// Answer now, so that the status logged is the one sent.
 			if herr := c.App().ErrorHandler(c, err); herr != nil {
@@ -81,6 +92,93 @@ func requireJSON(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// readBody reads a request's body as it arrives, up to the route's limit:
+// the server holds what a client has sent, never what it declares it will
+// send. A body over the limit, or cut off, is refused and the connection
+// closed, so that its rest is not read.
+func readBody(c *fiber.Ctx) error {
+	stream := c.Context().RequestBodyStream()
+	if stream == nil {
+		return c.Next()
+	}
+	limit := MaxBody
+	if isInference(c.Request().URI().Path()) {
+		limit = MaxInferenceBody
+	}
+	if c.Request().Header.ContentLength() > limit {
+		c.Context().SetConnectionClose()
+		return fiber.ErrRequestEntityTooLarge
+	}
+	var body bytes.Buffer
+	n, err := body.ReadFrom(io.LimitReader(stream, int64(limit)+1))
+	switch {
+	case n > int64(limit):
+		c.Context().SetConnectionClose()
+		return fiber.ErrRequestEntityTooLarge
+	case err != nil:
+		c.Context().SetConnectionClose()
+		return fiber.ErrRequestTimeout
+	}
+	c.Request().SetBodyRaw(body.Bytes())
+	return c.Next()
+}
+
+// knownMethods answers a method Fiber does not route (FOO /api/keys) with
+// the JSON error every API client expects, where Fiber would send plain
+// text before any middleware runs.
+func knownMethods(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	known := map[string]bool{}
+	for _, m := range fiber.DefaultMethods {
+		known[m] = true
+	}
+	body, _ := encodeJSON(fiber.Map{"error": apiError{Code: "method_not_allowed", Message: fiberCodes[fiber.StatusMethodNotAllowed].message}})
+	v1Body, _ := encodeJSON(fiber.Map{"error": openAIBody(fiber.StatusMethodNotAllowed, &errs.Error{
+		Code: "method_not_allowed", Message: fiberCodes[fiber.StatusMethodNotAllowed].message})})
+	return func(ctx *fasthttp.RequestCtx) {
+		if known[string(ctx.Method())] {
+			next(ctx)
+			return
+		}
+		ctx.SetStatusCode(fiber.StatusMethodNotAllowed)
+		ctx.SetContentType(fiber.MIMEApplicationJSONCharsetUTF8)
+		ctx.Response.Header.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+		if isInference(ctx.Path()) {
+			ctx.SetBody(v1Body)
+		} else {
+			ctx.SetBody(body)
+		}
+	}
+}
+
+// limitKeyWrites counts each write to keys against the billing key or the
+// session that makes it, and refuses writes over perMinute with 429. The
+// counts live in PostgreSQL, shared by every replica.
+func limitKeyWrites(store *db.Store, perMinute int) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead {
+			return c.Next()
+		}
+		info := request.Get(c)
+		scope := "session:" + info.SessionID
+		if info.KeyID != 0 {
+			scope = "key:" + strconv.FormatInt(info.KeyID, 10)
+		}
+		if err := store.CountKeyWrite(c.UserContext(), scope, perMinute); err != nil {
+			return err
+		}
+		return c.Next()
+	}
+}
+
+// cacheFor lets the client cache an answer that changes rarely.
+func cacheFor(d time.Duration) fiber.Handler {
+	value := "private, max-age=" + strconv.Itoa(int(d.Seconds()))
+	return func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderCacheControl, value)
+		return c.Next()
+	}
+}
+
 // noStore keeps responses out of every cache.
 func noStore(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
@@ -89,7 +187,10 @@ func noStore(c *fiber.Ctx) error {
 
 // clientIP is the peer's address or, when the peer is a trusted proxy, the
 // right-most address in X-Forwarded-For that is not a trusted proxy: the
-// left part of that header is whatever the client chose to send.
+// left part of that header is whatever the client chose to send. A proxy may
+// add a header line of its own rather than append to the last, so every line
+// counts, in order. (fasthttp refuses X-Forwarded-For as a trailer, which a
+// client would write after every proxy.)
 func clientIP(c *fiber.Ctx, trusted []netip.Prefix) string {
 	addr, _ := netip.AddrFromSlice(c.Context().RemoteIP())
 	addr = addr.Unmap()
@@ -104,13 +205,31 @@ func clientIP(c *fiber.Ctx, trusted []netip.Prefix) string {
 	if !isTrusted(addr) {
 		return addr.String()
 	}
-	hops := strings.Split(c.Get(fiber.HeaderXForwardedFor), ",")
+	var hops []string
+	for _, line := range c.Request().Header.PeekAll(fiber.HeaderXForwardedFor) {
+		hops = append(hops, strings.Split(string(line), ",")...)
+	}
+	// A hop is ip, ip:port, [ipv6]:port or [ipv6].
+	parse := func(hop string) (netip.Addr, bool) {
+		hop = strings.TrimSpace(hop)
+		if a, err := netip.ParseAddr(hop); err == nil {
+			return a, true
+		}
+		if ap, err := netip.ParseAddrPort(hop); err == nil {
+			return ap.Addr(), true
+		}
+		if v6, ok := strings.CutPrefix(hop, "["); ok && strings.HasSuffix(v6, "]") {
+			a, err := netip.ParseAddr(strings.TrimSuffix(v6, "]"))
+			return a, err == nil && a.Is6()
+		}
+		return netip.Addr{}, false
+	}
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		hop, ok := parse(hops[i])
+		if !ok {
 			break
 		}
-		addr = hop.Unmap()
+		addr = hop.WithZone("").Unmap()
 		if !isTrusted(addr) {
 			break
 		}
@@ -134,4 +253,61 @@ func pageHeaders(production bool) fiber.Handler {
 		c.Set(fiber.HeaderXFrameOptions, "DENY")
 		return c.Next()
 	}
+}
+
+// signInFirst sends a dashboard request that has no live browser session
+// (signed out, the cookie gone, the session ended) to sign in, and back to
+// its page afterwards: htmx follows HX-Redirect, a plain request a 303. It
+// runs before the CSRF check, which such a request would fail (its token
+// went with the session) with a 403 that htmx drops in silence. Nothing is
+// weakened: without a session the request does nothing but get this
+// redirect, and every request with one is still checked.
+func signInFirst(c *fiber.Ctx) error {
+	if request.UserID(c) != 0 {
+		return c.Next()
+	}
+	return handlers.Redirect(c, handlers.SignInPath(returnTo(c)))
+}
+
+// returnTo is the dashboard page to come back to after signing in: the page
+// asked for or, for a form sent from a page, that page (htmx's
+// HX-Current-URL, the browser's same-origin Referer); else the dashboard.
+func returnTo(c *fiber.Ctx) string {
+	if c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead {
+		if next := handlers.NextPath(c.OriginalURL()); next != "" {
+			return next
+		}
+		return "/dashboard"
+	}
+	for _, from := range []string{c.Get("HX-Current-URL"), c.Get(fiber.HeaderReferer)} {
+		u, err := url.Parse(from)
+		if err != nil || u.Host == "" || u.Host != string(c.Request().Host()) {
+			continue
+		}
+		if next := handlers.NextPath(u.RequestURI()); next != "" {
+			return next
+		}
+	}
+	return "/dashboard"
+}
+
+// answerErrors answers a handler's error where it is raised rather than in
+// logRequests, so that the middleware around it (compression) sees the
+// answer.
+func answerErrors(c *fiber.Ctx) error {
+	if err := c.Next(); err != nil {
+		if herr := c.App().ErrorHandler(c, err); herr != nil {
+			c.Status(fiber.StatusInternalServerError)
+		}
+	}
+	return nil
+}
+
+// compressAnswers compresses answers with brotli, gzip, deflate or zstd as
+// the client's Accept-Encoding allows (none without it, none that it marks
+// q=0), and only where it pays: fasthttp leaves bodies under 200 bytes and
+// types other than text and JSON as they are, and adds Vary:
+// Accept-Encoding to what it compresses.
+func compressAnswers() fiber.Handler {
+	return compress.New(compress.Config{Level: compress.LevelDefault})
 }

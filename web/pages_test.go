@@ -118,16 +118,19 @@ func signedUp(t testing.TB) (*client, string) {
 
 func TestPagesNeedASession(t *testing.T) {
 	b := newClient(t)
-	for _, path := range []string{"/dashboard/keys", "/dashboard/billing-keys", "/dashboard", "/"} {
+	for _, path := range []string{"/dashboard/keys", "/dashboard/billing-keys", "/dashboard"} {
 		p := wantStatus(t, b.do("GET", path, nil, false), 303)
-		if p.header.Get("Location") != "/signin" {
-			t.Errorf("%s redirects to %q", path, p.header.Get("Location"))
+		if want := "/signin?next=" + url.QueryEscape(path); p.header.Get("Location") != want {
+			t.Errorf("%s redirects to %q, want %q", path, p.header.Get("Location"), want)
 		}
+	}
+	if p := wantStatus(t, b.do("GET", "/", nil, false), 200); p.find("landing").Length() != 1 {
+		t.Fatalf("the home page of a visitor: %s", p.body)
 	}
 	b.do("GET", "/signin", nil, false) // a visitor's CSRF token
 	p := b.do("POST", "/dashboard/keys", url.Values{"name": {"x"}}, true)
-	if p.status != 204 || p.header.Get("HX-Redirect") != "/signin" {
-		t.Fatalf("htmx post without a session: %d", p.status)
+	if p.status != 204 || p.header.Get("HX-Redirect") != "/signin?next=%2Fdashboard" {
+		t.Fatalf("htmx post without a session: %d %v", p.status, p.header)
 	}
 }
 
@@ -168,7 +171,7 @@ func TestCreateKeyPages(t *testing.T) {
 
 	// htmx: the answer is the modal with the key, the table and a fresh form.
 	p := wantStatus(t, b.post("/dashboard/billing-keys", url.Values{"name": {"Automation"}}, true), 201)
-	key, _ := p.find("revealed-key").Attr("value")
+	key := p.find("revealed-key").Text()
 	if !strings.HasPrefix(key, "mk-") || p.header.Get("Cache-Control") != "no-store" ||
 		p.find("reveal-modal").AttrOr("role", "") != "dialog" || p.find("key-row").Length() != 1 {
 		t.Fatalf("htmx create: %s", p.body)
@@ -185,13 +188,17 @@ func TestCreateKeyPages(t *testing.T) {
 
 	// Without JavaScript: the page answers with the reveal panel.
 	p = wantStatus(t, b.post("/dashboard/keys", url.Values{"name": {"Production"}, "expires_at": {"2099-12-31"}}, false), 201)
-	key, _ = p.find("reveal-panel").Find("[data-testid=revealed-key]").Attr("value")
+	key = p.find("reveal-panel").Find("[data-testid=revealed-key]").Text()
 	if !strings.HasPrefix(key, "ms-") || p.header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("plain create: %s", p.body)
 	}
-	expires := p.find("key-row").Find("time[datetime]").Eq(1).AttrOr("datetime", "")
-	if expires != "2100-01-01 00:00:00 UTC" {
-		t.Fatalf("expiry %q, want the end of 2099-12-31 UTC", expires)
+	// It works to the end of the chosen day, and that day is shown.
+	expires := p.find("key-expires")
+	if at := expires.Find("time[datetime]").AttrOr("datetime", ""); at != "2100-01-01T00:00:00Z" {
+		t.Fatalf("expiry %q, want the end of 2099-12-31 UTC", at)
+	}
+	if got := strings.Join(strings.Fields(expires.Text()), " "); got != "Expires: Dec 31, 2099, end of day UTC" {
+		t.Fatalf("expiry shown as %q, want the day chosen", got)
 	}
 }
 
@@ -234,8 +241,12 @@ func TestRowActions(t *testing.T) {
 	}
 	// Without JavaScript, actions redirect back to the page.
 	p = wantStatus(t, b.post(path, url.Values{"active": {"true"}}, false), 303)
-	if p.header.Get("Location") != "/dashboard/keys" {
-		t.Fatalf("redirect to %q", p.header.Get("Location"))
+	if loc := p.header.Get("Location"); !strings.HasPrefix(loc, "/dashboard/keys?done=reactivated&") {
+		t.Fatalf("redirect to %q", loc)
+	}
+	p = wantStatus(t, b.do("GET", p.header.Get("Location"), nil, false), 200)
+	if p.find("keys-notice").Text() != "Key “Renamed” reactivated." || p.find("key-status").Text() != "Active" {
+		t.Fatalf("after the redirect: %s", p.find("keys-card").Text())
 	}
 	p = wantStatus(t, b.post(path, url.Values{"name": {strings.Repeat("x", 101)}}, false), 422)
 	if p.find("error-name").Length() != 1 {
@@ -259,11 +270,13 @@ func TestPagesOtherAccountsKeys(t *testing.T) {
 	billingID := p.find("key-row").AttrOr("data-key-id", "")
 
 	bob, _ := signedUp(t)
-	for _, path := range []string{"/dashboard/keys/" + proxyID, "/dashboard/keys/" + proxyID + "/delete", "/dashboard/billing-keys/" + billingID + "/delete", "/dashboard/keys/" + billingID + "/delete"} {
-		wantStatus(t, bob.post(path, url.Values{"name": {"Bob's now"}}, false), 404)
+	for _, path := range []string{"/dashboard/keys/" + proxyID, "/dashboard/keys/" + proxyID + "/delete", "/dashboard/billing-keys/" + billingID + "/delete",
+		"/dashboard/keys/" + billingID + "/delete", "/dashboard/billing-keys/" + billingID, "/dashboard/billing-keys/" + billingID + "/expiry",
+		"/dashboard/keys/" + proxyID + "/expiry", "/dashboard/billing-keys/" + proxyID} {
+		wantStatus(t, bob.post(path, url.Values{"name": {"Bob's now"}, "expires_at": {"2099-01-01"}}, false), 404)
 	}
-	// Billing keys have no rename or deactivate.
-	wantStatus(t, alice.post("/dashboard/billing-keys/"+billingID, url.Values{"active": {"false"}}, false), 404)
+	// Billing keys have no spending limits.
+	wantStatus(t, alice.post("/dashboard/billing-keys/"+billingID+"/limits", url.Values{"limit": {"5"}}, false), 404)
 	wantStatus(t, alice.post("/dashboard/keys/abc/delete", nil, false), 400)
 	p = wantStatus(t, alice.do("GET", "/dashboard/keys", nil, false), 200)
 	if p.find("key-name").Text() != "Alice's" {

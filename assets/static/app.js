@@ -19,7 +19,7 @@
 
   function focusables(root) {
     return Array.prototype.filter.call(
-      root.querySelectorAll("button, input, a[href], [tabindex]:not([tabindex='-1'])"),
+      root.querySelectorAll("button, input, textarea, a[href], [tabindex]:not([tabindex='-1'])"),
       function (el) { return !el.disabled && el.offsetParent !== null; }
     );
   }
@@ -127,5 +127,119 @@
       d.open = false;
       d.querySelector("summary").focus();
     }
+  });
+})();
+
+// ---- Keys console: the API Keys and Billing Keys tables ----------------
+// One row pop-over open at a time, closed by a click outside, Escape or its
+// Cancel button; after a row action or a search that htmx swaps in, focus
+// goes where the server says (data-focus) or back to the control that had
+// it, and what happened is announced once in a polite live region and shown
+// in a toast that screen readers skip.
+(function () {
+  "use strict";
+
+  function popovers() {
+    return Array.prototype.slice.call(document.querySelectorAll("details[data-popover]"));
+  }
+
+  // toggle does not bubble: listen in the capture phase.
+  document.addEventListener("toggle", function (e) {
+    var d = e.target;
+    if (!(d instanceof HTMLDetailsElement) || !d.hasAttribute("data-popover") || !d.open) return;
+    popovers().forEach(function (o) {
+      if (o !== d && o.open) o.open = false;
+    });
+    var panel = d.querySelector(".popover-panel");
+    if (panel) panel.scrollIntoView({ block: "nearest", inline: "nearest" });
+    var field = d.querySelector("[aria-invalid=true]") || d.querySelector("input:not([type=hidden]), select");
+    if (field) field.focus();
+  }, true);
+
+  document.addEventListener("click", function (e) {
+    popovers().forEach(function (d) {
+      if (d.open && !d.contains(e.target)) d.open = false;
+    });
+    var cancel = e.target.closest("[data-action=close-popover]");
+    if (cancel && cancel.closest("details[data-popover]")) {
+      // Without JavaScript this button reloads the list; here it only closes.
+      e.preventDefault();
+      var d = cancel.closest("details[data-popover]");
+      d.open = false;
+      d.querySelector("summary").focus();
+      return;
+    }
+    var create = e.target.closest("[data-action=focus-create]");
+    var name = document.getElementById("key-name");
+    if (create && name) {
+      e.preventDefault();
+      name.focus();
+    }
+  });
+
+  // Escape with focus outside every pop-over still closes them (the handler
+  // above closes the one that holds focus).
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Escape" || document.getElementById("reveal-modal")) return;
+    popovers().forEach(function (d) {
+      if (d.open && !d.contains(document.activeElement)) d.open = false;
+    });
+  });
+
+  function announce(text) {
+    var live = document.getElementById("keys-live");
+    if (!live || !text) return;
+    // Emptied first, so that the same words twice are announced twice.
+    live.textContent = "";
+    setTimeout(function () { live.textContent = text; }, 50);
+  }
+
+  function toast(text) {
+    var region = document.getElementById("toast-region");
+    if (!region) return;
+    // One at a time: a new result replaces the one before.
+    region.textContent = "";
+    var t = document.createElement("div");
+    t.className = "toast";
+    t.setAttribute("data-testid", "toast");
+    t.textContent = text;
+    region.appendChild(t);
+    setTimeout(function () {
+      t.classList.add("opacity-0");
+      setTimeout(function () { t.remove(); }, 300);
+    }, 4000);
+  }
+
+  var swapping = null; // what had focus in the card that htmx is replacing
+
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var target = e.detail.target;
+    if (!target || target.id !== "keys-card") return;
+    var a = document.activeElement;
+    swapping = { focusID: a && a !== document.body && target.contains(a) ? a.id : "" };
+  });
+
+  document.addEventListener("htmx:afterSettle", function () {
+    var was = swapping;
+    var card = document.getElementById("keys-card");
+    if (!was || !card || card.dataset.settled) return;
+    swapping = null;
+    card.dataset.settled = "1";
+    var notice = card.getAttribute("data-notice");
+    if (notice) {
+      announce(notice);
+      toast(notice);
+    } else {
+      // A search, sort or page: say what the list holds now.
+      var summary = card.querySelector("#keys-summary, [data-testid=keys-no-match] p, [data-testid=list-error]");
+      if (summary) announce(summary.textContent.trim());
+    }
+    var target = card.querySelector("details[open] [aria-invalid=true]") ||
+      (card.dataset.focus && document.getElementById(card.dataset.focus)) ||
+      (was.focusID && document.getElementById(was.focusID)) ||
+      document.getElementById("keys-summary") || document.getElementById("keys-q");
+    if (!target) return;
+    target.focus();
+    if (target.id === "keys-q") target.setSelectionRange(target.value.length, target.value.length);
   });
 })();

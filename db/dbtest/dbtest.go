@@ -38,7 +38,7 @@ func Main(m *testing.M, store **db.Store) int {
 		return 1
 	}
 	defer drop()
-	s, err := db.Open(context.Background(), testURL)
+	s, err := db.Open(context.Background(), db.Config{URL: testURL})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dbtest:", err)
 		return 1

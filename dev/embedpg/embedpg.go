@@ -63,6 +63,12 @@ type runAs struct{ uid, gid uint32 }
 // dbname exists. ctx bounds only the startup; the server runs until Stop. The server log is appended
 // to dir+".log" (e.g. .data/postgres.log), never to stdout.
 func Start(ctx context.Context, dir, dbname string, log *slog.Logger) (*Server, error) {
+	return StartOn(ctx, dir, dbname, 0, log)
+}
+
+// StartOn is Start on a given port (0: a free one), so that a test can stop
+// the server and start it again where its clients expect it.
+func StartOn(ctx context.Context, dir, dbname string, port int, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -122,8 +128,8 @@ func Start(ctx context.Context, dir, dbname string, log *slog.Logger) (*Server, 
 	var s *Server
 	shmemDeadline := t0.Add(10 * time.Second)
 	for attempt := 1; ; attempt++ {
-		s, err = launch(ctx, native, dir, dbname, as, log, logFile, logPath)
-		if errors.Is(err, errPortTaken) && attempt < portAttempts {
+		s, err = launch(ctx, native, dir, dbname, port, as, log, logFile, logPath)
+		if errors.Is(err, errPortTaken) && attempt < portAttempts && port == 0 {
 			log.Debug("PostgreSQL port was taken, retrying", "attempt", attempt)
 			continue
 		}
@@ -145,6 +151,9 @@ func Start(ctx context.Context, dir, dbname string, log *slog.Logger) (*Server, 
 		"took", time.Since(t0).Round(time.Millisecond))
 	return s, nil
 }
+
+// Port is the port the server listens on, on 127.0.0.1.
+func (s *Server) Port() int { return s.port }
 
 // URL returns the connection URL for the database (no password: trust auth on loopback).
 func (s *Server) URL() string { return s.url(s.dbname) }
@@ -335,10 +344,12 @@ var (
 )
 
 // launch starts the postmaster on a free port and waits until it accepts connections.
-func launch(ctx context.Context, native, dir, dbname string, as *runAs, log *slog.Logger, logFile *os.File, logPath string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+func launch(ctx context.Context, native, dir, dbname string, port int, as *runAs, log *slog.Logger, logFile *os.File, logPath string) (*Server, error) {
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	off := logSize(logPath)
 	// Not CommandContext: ctx bounds startup only, and a kill -9 would skip the clean shutdown.
