@@ -295,9 +295,11 @@ func (b *tab) press(key string) {
 	b.do("press a key", chromedp.KeyEvent(key))
 }
 
-// fill replaces the value of an input by typing into it.
+// fill replaces the value of an input by typing into it, once htmx is idle:
+// a swap still under way could replace the input and drop what was typed.
 func (b *tab) fill(sel, value string) {
 	b.t.Helper()
+	b.waitSettled()
 	b.waitVisible(sel)
 	// chromedp's SetValue cannot set "" (it sends no argument), so clear it here.
 	tabEval[chromedp.Void](b, "document.querySelector("+jsQuote(sel)+").value = ''")
