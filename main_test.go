@@ -561,10 +561,21 @@ func TestReplicasSeeEachOthersChanges(t *testing.T) {
 	})
 	t.Logf("sign-out seen after %v", lag)
 
-	// A balance spent on one replica is refused on the other.
-	ms := a.must(t, "POST", "/api/keys", acct.mk, map[string]string{"name": "spender"}, 201).body["key"].(string)
+	// A key's model list narrowed on one replica holds on the other, which
+	// admits requests on the key as it cached it.
+	created := a.must(t, "POST", "/api/keys", acct.mk, map[string]string{"name": "spender"}, 201).body
+	ms, msID := created["key"].(string), fmt.Sprint(created["id"])
 	chat := map[string]any{"model": "modelswitch/echo", "max_tokens": 100,
 		"messages": []map[string]string{{"role": "user", "content": "spend"}}}
+	b.must(t, "POST", "/v1/chat/completions", ms, chat, 200)
+	a.must(t, "PUT", "/api/keys/"+msID, acct.mk, map[string]any{"models": []string{"other/model"}}, 200)
+	lag = seenWithin(t, 500*time.Millisecond, "a narrowed model list", func() bool {
+		return status(b, "POST", "/v1/chat/completions", ms, chat) == 403
+	})
+	t.Logf("model list change seen after %v", lag)
+	a.must(t, "PUT", "/api/keys/"+msID, acct.mk, map[string]any{"models": nil}, 200)
+
+	// A balance spent on one replica is refused on the other.
 	for i := 0; status(a, "POST", "/v1/chat/completions", ms, chat) != 402; i++ {
 		if i > 1000 {
 			t.Fatal("the balance never ran out")

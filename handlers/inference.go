@@ -97,7 +97,9 @@ func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
 		return err
 	}
 	info := request.Get(c)
-	ticket, err := h.Store.Meter().Admit(c.UserContext(), info.UserID, info.KeyID, call.Model.ID, call.Hold)
+	// The key as verified: the key cache drops it on any change of its
+	// limit or models, so admission needs no query of its own.
+	ticket, err := h.Store.Meter().AdmitKey(c.UserContext(), info.Key, call.Model.ID, call.Hold)
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ func requireKey(keys KeyVerifier, kind apikey.Kind) fiber.Handler {
 			return err
 		}
 		info := request.Get(c)
-		info.UserID, info.KeyID = k.UserID, k.ID
+		info.UserID, info.KeyID, info.Key = k.UserID, k.ID, k
 		return c.Next()
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -86,7 +87,7 @@ type bench struct {
 	procs    []*exec.Cmd
 	pg       *embedpg.Server
 	a, b     string // the replicas' base URLs
-	logA     *bytes.Buffer
+	logA     *logTap
 	mk, ms   string
 	email    string
 
@@ -144,7 +145,7 @@ func (b *bench) run() error {
 	env := []string{"DATABASE_URL=" + dbURL, "MODELS_FILE=" + models, "SIGNUP_CREDITS=1000000",
 		"SECRET_KEY=bench-secret-bench-secret-bench-secret", "KEY_WRITES_PER_MINUTE=1000000", "MAX_KEYS_PER_ACCOUNT=100000", "SIGNUPS_PER_HOUR=100000"}
 	aAddr, bAddr := freeAddr(), freeAddr()
-	b.logA = &bytes.Buffer{}
+	b.logA = &logTap{}
 	b.a, b.b = "http://"+aAddr, "http://"+bAddr
 	b.startReplica(server, env, aAddr, b.logA)
 	b.startReplica(server, env, bAddr, io.Discard)
@@ -463,7 +464,7 @@ func (b *bench) keysPage(n int) error {
 	res.Body.Close()
 	// The page shows 50 keys at a time: the first page and the last.
 	for i, page := range []struct{ query, name string }{{"", "page 998"}, {"?page=20", "page 0"}} {
-		b.logA.Reset()
+		b.logA.start()
 		for range 50 {
 			res, err := c.Get(b.a + "/dashboard/keys" + page.query)
 			if err != nil {
@@ -477,7 +478,7 @@ func (b *bench) keysPage(n int) error {
 			b.pageBytes[i] = len(body)
 		}
 		time.Sleep(200 * time.Millisecond) // the last log lines
-		for _, line := range strings.Split(b.logA.String(), "\n") {
+		for _, line := range strings.Split(b.logA.stop(), "\n") {
 			var l struct {
 				Path     string  `json:"path"`
 				Duration float64 `json:"duration_ms"`
@@ -492,6 +493,38 @@ func (b *bench) keysPage(n int) error {
 		}
 	}
 	return nil
+}
+
+// logTap keeps replica A's log only while a measurement reads it, and
+// reads it as fast as it comes: a log left to pile up in a growing buffer
+// would stall the replica's writes to its stdout, and its requests with them.
+type logTap struct {
+	mu  sync.Mutex
+	on  bool
+	buf bytes.Buffer
+}
+
+func (l *logTap) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.on {
+		l.buf.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *logTap) start() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.on = true
+	l.buf.Reset()
+}
+
+func (l *logTap) stop() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.on = false
+	return l.buf.String()
 }
 
 func pct[T any](s []T, p float64) T { return s[min(len(s)-1, int(float64(len(s))*p))] }

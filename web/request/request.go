@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"modelswitch/db"
 )
 
 // Info is one request's identity. Fiber reuses a request's context after the
@@ -20,6 +22,7 @@ type Info struct {
 	UserID    int64  // the authenticated account; 0 when signed out
 	SessionID string // the session that authenticated the request, if one did
 	KeyID     int64  // the key that authenticated the request, if one did
+	Key       db.Key // that key as it was verified (from the key cache): its limit and models
 	Email     string // the signed-in account's email (dashboard only)
 	CSRF      string // the browser session's CSRF token (dashboard only)
 
