@@ -365,23 +365,14 @@ func (b *tab) wantPath(want string) {
 	}
 }
 
-// shot checks the page's accessibility and saves a screenshot of it; with
-// UPDATE_SCREENSHOTS=1 the screenshot also goes to docs/screenshots for
-// the README.
+// shot checks the page's accessibility and saves a screenshot of it under
+// artifacts/ (TestBrowserScreenshots keeps the README's).
 func (b *tab) shot(name string) {
 	b.t.Helper()
 	b.checkA11y(name)
 	png := tabRun(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	if _, err := saveScreenshot(name, png); err != nil {
 		b.t.Fatal(err)
-	}
-	if os.Getenv("UPDATE_SCREENSHOTS") != "" {
-		if err := os.MkdirAll("../docs/screenshots", 0o755); err != nil {
-			b.t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("../docs/screenshots", name+".png"), png, 0o644); err != nil {
-			b.t.Fatal(err)
-		}
 	}
 }
 
