@@ -9,7 +9,6 @@ package web
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -297,15 +296,6 @@ func keysFirstRowID(b *tab) string {
 	return tabEval[string](b, `document.querySelector("#key-rows tr[data-testid=key-row]")?.dataset.keyId ?? ""`)
 }
 
-func (b *tab) keysQuery() url.Values {
-	b.t.Helper()
-	u, err := url.Parse(tabRun(b, "location", chromedp.Location()))
-	if err != nil {
-		b.fatalf("location: %v", err)
-	}
-	return u.Query()
-}
-
 // TestBrowserKeysAtScale: 120 keys, searched, sorted and paged in place
 // with htmx, the URL following; at both widths.
 func TestBrowserKeysAtScale(t *testing.T) {
@@ -331,7 +321,7 @@ func TestBrowserKeysAtScale(t *testing.T) {
 	if n := keysRowCount(b); n != 3 || keysFirstRowID(b) != fmt.Sprint(keys[87].ID) {
 		b.fatalf("search: %d rows, first %s", n, keysFirstRowID(b))
 	}
-	if q := b.keysQuery(); q.Get("q") != "production" {
+	if q := b.consoleQuery(); q.Get("q") != "production" {
 		b.fatalf("the URL after searching: %v", q)
 	}
 	b.wantFocusOn("keys-q", "searching")
@@ -355,7 +345,7 @@ func TestBrowserKeysAtScale(t *testing.T) {
 	b.click(tid("page-next"))
 	b.waitText(tid("page-status"), "Page 2 of 3")
 	b.wantFocusOn("keys-next", "going to the next page")
-	if q := b.keysQuery(); q.Get("page") != "2" || q.Get("sort") != "last_used" {
+	if q := b.consoleQuery(); q.Get("page") != "2" || q.Get("sort") != "last_used" {
 		b.fatalf("the URL of page 2: %v", q)
 	}
 	b.click(tid("page-next"))
@@ -403,7 +393,7 @@ func TestBrowserKeysWithoutJavaScript(t *testing.T) {
 	b.fill(tid("search-input"), "PRODUCTION")
 	b.submit(tid("search-submit"))
 	b.waitText(tid("keys-summary"), "2 API keys match “PRODUCTION”.")
-	if q := b.keysQuery(); q.Get("q") != "PRODUCTION" || keysRowCount(b) != 2 {
+	if q := b.consoleQuery(); q.Get("q") != "PRODUCTION" || keysRowCount(b) != 2 {
 		b.fatalf("search without JavaScript: %v, %d rows", q, keysRowCount(b))
 	}
 	b.shot("60-nojs-keys-search-" + keysDesktop.name)
@@ -420,7 +410,7 @@ func TestBrowserKeysWithoutJavaScript(t *testing.T) {
 	}
 	b.submit(tid("page-next"))
 	b.waitText(tid("page-status"), "Page 2 of 2")
-	if q := b.keysQuery(); q.Get("page") != "2" || q.Get("sort") != "last_used" || keysRowCount(b) != 10 {
+	if q := b.consoleQuery(); q.Get("page") != "2" || q.Get("sort") != "last_used" || keysRowCount(b) != 10 {
 		b.fatalf("page 2: %v, %d rows", q, keysRowCount(b))
 	}
 
@@ -432,7 +422,7 @@ func TestBrowserKeysWithoutJavaScript(t *testing.T) {
 	b.fill(within(row, tid("rename-input")), name+" renamed")
 	b.submit(within(row, tid("rename-submit")))
 	b.waitText(tid("keys-notice"), "Key renamed to “"+name+" renamed”.")
-	if q := b.keysQuery(); q.Get("page") != "2" || q.Get("sort") != "last_used" {
+	if q := b.consoleQuery(); q.Get("page") != "2" || q.Get("sort") != "last_used" {
 		b.fatalf("after renaming, the list is %v", q)
 	}
 	if got := b.text(within(row, tid("key-name"))); got != name+" renamed" {
