@@ -25,7 +25,10 @@ type AccountPages struct {
 	// Mail sends reset links; it should only queue (mail.Outbox), so that
 	// answers take the same time whether a mail goes out or not.
 	Mail mail.Sender
-	Log  *slog.Logger
+	// NoMail: the server sends no mail (production without SMTP_URL); the
+	// forgot-password page says so and takes no request.
+	NoMail bool
+	Log    *slog.Logger
 	// PublicURL is the base of links in mail, like https://modelswitch.example;
 	// empty: the request's own Host.
 	PublicURL  string
@@ -155,13 +158,16 @@ func (h *AccountPages) AccountDeleted(c *fiber.Ctx) error {
 
 // ShowForgot: GET /forgot-password.
 func (h *AccountPages) ShowForgot(c *fiber.Ctx) error {
-	return render(c, fiber.StatusOK, views.ForgotView(views.ForgotPage{Page: newPage(c, "Reset your password", "")}))
+	return render(c, fiber.StatusOK, views.ForgotView(views.ForgotPage{Page: newPage(c, "Reset your password", ""), NoMail: h.NoMail}))
 }
 
 // Forgot: POST email. The answer is the same page whether an account has
 // that email or not; the mail, when there is one, is only queued here.
 // Requests are throttled per address and per email.
 func (h *AccountPages) Forgot(c *fiber.Ctx) error {
+	if h.NoMail {
+		return h.ShowForgot(c)
+	}
 	values := formValues(c, "email")
 	show := func(status int, form views.Form, sent bool) error {
 		return render(c, status, views.ForgotView(views.ForgotPage{Page: newPage(c, "Reset your password", ""), Form: form, Sent: sent}))

@@ -540,26 +540,31 @@ func ForgotView(p ForgotPage) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			if p.Sent {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 39, "<div role=\"status\" data-testid=\"reset-sent\" class=\"card mt-6 space-y-3 p-6 text-sm text-slate-700\"><p class=\"font-medium text-slate-900\">Check your email</p><p>If an account uses <strong class=\"break-words font-medium text-slate-900\">")
+			if p.NoMail {
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 39, "<div role=\"status\" data-testid=\"reset-unavailable\" class=\"card mt-6 space-y-3 p-6 text-sm text-slate-700\"><p class=\"font-medium text-slate-900\">Password reset by email is not available here</p><p>This server is not set up to send email. Ask the people who run it to reset your password.</p></div>")
+				if templ_7745c5c3_Err != nil {
+					return templ_7745c5c3_Err
+				}
+			} else if p.Sent {
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 40, "<div role=\"status\" data-testid=\"reset-sent\" class=\"card mt-6 space-y-3 p-6 text-sm text-slate-700\"><p class=\"font-medium text-slate-900\">Check your email</p><p>If an account uses <strong class=\"break-words font-medium text-slate-900\">")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 				var templ_7745c5c3_Var23 string
 				templ_7745c5c3_Var23, templ_7745c5c3_Err = templ.JoinStringErrs(p.Form.Value("email"))
 				if templ_7745c5c3_Err != nil {
-					return templ.Error{Err: templ_7745c5c3_Err, FileName: `views/account.templ`, Line: 136, Col: 105}
+					return templ.Error{Err: templ_7745c5c3_Err, FileName: `views/account.templ`, Line: 141, Col: 105}
 				}
 				_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var23))
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 40, "</strong>, we sent it a link to choose a new password. The link works once, for 30 minutes.</p><p>Nothing arrived? Check your spam folder, or <a href=\"/forgot-password\" class=\"btn-link\">ask again</a>.</p></div>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 41, "</strong>, we sent it a link to choose a new password. The link works once, for 30 minutes.</p><p>Nothing arrived? Check your spam folder, or <a href=\"/forgot-password\" class=\"btn-link\">ask again</a>.</p></div>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 			} else {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 41, "<form method=\"post\" action=\"/forgot-password\" data-testid=\"forgot-form\" class=\"card mt-6 space-y-4 p-6\" novalidate><p class=\"text-sm text-slate-600\">Enter your account's email address, and we will send you a link to choose a new password.</p>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 42, "<form method=\"post\" action=\"/forgot-password\" data-testid=\"forgot-form\" class=\"card mt-6 space-y-4 p-6\" novalidate><p class=\"text-sm text-slate-600\">Enter your account's email address, and we will send you a link to choose a new password.</p>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -575,12 +580,12 @@ func ForgotView(p ForgotPage) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 42, "<button type=\"submit\" data-testid=\"forgot-submit\" class=\"btn-primary w-full\">Send reset link</button></form>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 43, "<button type=\"submit\" data-testid=\"forgot-submit\" class=\"btn-primary w-full\">Send reset link</button></form>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 43, "<p class=\"mt-6 text-center text-sm text-slate-600\">Remembered it? <a href=\"/signin\" class=\"btn-link\">Sign in</a></p></div>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 44, "<p class=\"mt-6 text-center text-sm text-slate-600\">Remembered it? <a href=\"/signin\" class=\"btn-link\">Sign in</a></p></div>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -625,17 +630,17 @@ func ResetView(p ResetPage) templ.Component {
 				}()
 			}
 			ctx = templ.InitializeContext(ctx)
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 44, "<div class=\"mx-auto max-w-sm pt-6 sm:pt-12\"><p class=\"text-center text-lg font-semibold tracking-tight\">ModelSwitch</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 45, "<div class=\"mx-auto max-w-sm pt-6 sm:pt-12\"><p class=\"text-center text-lg font-semibold tracking-tight\">ModelSwitch</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			if p.Invalid {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 45, "<h1 class=\"mt-2 text-center text-2xl font-semibold\">This link does not work</h1><div role=\"alert\" data-testid=\"reset-invalid\" class=\"card mt-6 space-y-3 p-6 text-sm text-slate-700\"><p>This password reset link is invalid, expired or already used: each link works once, for 30 minutes.</p><p><a href=\"/forgot-password\" data-testid=\"reset-again\" class=\"btn-link\">Ask for a new link</a></p></div>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 46, "<h1 class=\"mt-2 text-center text-2xl font-semibold\">This link does not work</h1><div role=\"alert\" data-testid=\"reset-invalid\" class=\"card mt-6 space-y-3 p-6 text-sm text-slate-700\"><p>This password reset link is invalid, expired or already used: each link works once, for 30 minutes.</p><p><a href=\"/forgot-password\" data-testid=\"reset-again\" class=\"btn-link\">Ask for a new link</a></p></div>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 			} else {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 46, "<h1 class=\"mt-2 text-center text-2xl font-semibold\">Choose a new password</h1><form method=\"post\" action=\"/reset-password\" data-testid=\"reset-form\" class=\"card mt-6 space-y-4 p-6\" novalidate>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 47, "<h1 class=\"mt-2 text-center text-2xl font-semibold\">Choose a new password</h1><form method=\"post\" action=\"/reset-password\" data-testid=\"reset-form\" class=\"card mt-6 space-y-4 p-6\" novalidate>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -647,20 +652,20 @@ func ResetView(p ResetPage) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 47, "<input type=\"hidden\" name=\"token\" value=\"")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 48, "<input type=\"hidden\" name=\"token\" value=\"")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 				var templ_7745c5c3_Var26 string
 				templ_7745c5c3_Var26, templ_7745c5c3_Err = templruntime.NewAttributeExpression(p.Token).Resolve(ctx)
 				if templ_7745c5c3_Err != nil {
-					return templ.Error{Err: templ_7745c5c3_Err, FileName: `views/account.templ`, Line: 170, Col: 54}
+					return templ.Error{Err: templ_7745c5c3_Err, FileName: `views/account.templ`, Line: 175, Col: 54}
 				}
 				_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ_7745c5c3_Var26)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 48, "\">")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 49, "\">")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -668,12 +673,12 @@ func ResetView(p ResetPage) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 49, "<p class=\"-mt-2 text-xs text-slate-600\">8 to 256 characters. Setting it signs out every session of your account and signs you in here.</p><button type=\"submit\" data-testid=\"reset-submit\" class=\"btn-primary w-full\">Set new password</button></form>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 50, "<p class=\"-mt-2 text-xs text-slate-600\">8 to 256 characters. Setting it signs out every session of your account and signs you in here.</p><button type=\"submit\" data-testid=\"reset-submit\" class=\"btn-primary w-full\">Set new password</button></form>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 50, "</div>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 51, "</div>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -717,7 +722,7 @@ func AccountDeletedView(p Page) templ.Component {
 				}()
 			}
 			ctx = templ.InitializeContext(ctx)
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 51, "<div data-testid=\"account-deleted\" class=\"mx-auto max-w-md pt-12 text-center\"><h1 class=\"text-2xl font-semibold\">Your account was deleted</h1><p class=\"mt-3 text-sm text-slate-600\">Its keys no longer work, and every session of it has ended.</p><p class=\"mt-6\"><a href=\"/signup\" class=\"btn-secondary\">Create a new account</a></p></div>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 52, "<div data-testid=\"account-deleted\" class=\"mx-auto max-w-md pt-12 text-center\"><h1 class=\"text-2xl font-semibold\">Your account was deleted</h1><p class=\"mt-3 text-sm text-slate-600\">Its keys no longer work, and every session of it has ended.</p><p class=\"mt-6\"><a href=\"/signup\" class=\"btn-secondary\">Create a new account</a></p></div>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -272,6 +272,9 @@ type ForgotPage struct {
 	Page
 	Form Form
 	Sent bool
+	// NoMail: this server sends no mail (production without SMTP_URL), so
+	// the page says so instead of offering a form whose link never comes.
+	NoMail bool
 }
 
 // ResetPage sets a new password through a reset link.

@@ -723,3 +723,19 @@ func TestPasswordResetBySMTP(t *testing.T) {
 		t.Fatalf("with SMTP the token reached the log: %q", a.log.lines())
 	}
 }
+
+// TestForgotPasswordWithoutMail: a server that sends no mail (production
+// without SMTP_URL) says so, and never tells anyone a link is on its way.
+func TestForgotPasswordWithoutMail(t *testing.T) {
+	a := newResetApp(t, WithMailer(mailer.Unsent{}))
+	email := newAccount(t)
+	v := newVisitor(t, a.App)
+	for _, p := range []page{
+		wantStatus(t, v.get("/forgot-password"), 200),
+		wantStatus(t, v.post("/forgot-password", url.Values{"email": {email}}), 200),
+	} {
+		if p.find("reset-unavailable").Length() != 1 || p.find("forgot-form").Length() != 0 || p.find("reset-sent").Length() != 0 {
+			t.Fatalf("forgot page without mail: %s", p.body)
+		}
+	}
+}

@@ -228,7 +228,8 @@ func newAccountPages(app *fiber.App, cfg config.Config, store *db.Store, session
 		defer cancel()
 		return outbox.Close(ctx)
 	})
-	return &handlers.AccountPages{Store: store, Sessions: sessions, Mail: outbox, Log: log,
+	_, noMail := o.mailer.(mail.Unsent)
+	return &handlers.AccountPages{Store: store, Sessions: sessions, Mail: outbox, NoMail: noMail, Log: log,
 		PublicURL: o.publicURL, Production: cfg.Production, BrowserIdle: session.IdleTimeout}
 }
 
