@@ -586,3 +586,44 @@ func TestReplicasSeeEachOthersChanges(t *testing.T) {
 	})
 	t.Logf("empty balance seen after %v", lag)
 }
+
+// TestGracefulShutdownSettlesTheMeter: on SIGTERM the server writes the
+// usage of every request it answered and hands its leased credit back
+// before it exits, not a lease TTL later.
+func TestGracefulShutdownSettlesTheMeter(t *testing.T) {
+	s := startServer(t, "LEASE_TTL=10m")
+	s.waitLive(t)
+	a := s.account(t)
+	chat := map[string]any{"model": "modelswitch/echo", "messages": []map[string]string{{"role": "user", "content": "bill me"}}}
+	const n = 5
+	for range n {
+		s.must(t, "POST", "/v1/chat/completions", a.ms, chat, 200)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not stop within 20 s of SIGTERM")
+	}
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	conn, err := sql.Open("postgres", pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var usage, leases int
+	var held int64
+	err = conn.QueryRow(`
+		SELECT (SELECT count(*) FROM ledger_entries e WHERE e.user_id = u.id AND e.type = 'usage'),
+		       (SELECT count(*) FROM leases l WHERE l.user_id = u.id),
+		       (SELECT held FROM balances b WHERE b.user_id = u.id)
+		FROM users u WHERE u.email = $1`, a.email).Scan(&usage, &leases, &held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if usage != n || leases != 0 || held != 0 {
+		t.Fatalf("after shutdown: %d usage entries for %d answers, %d leases left, %d nano-dollars held", usage, n, leases, held)
+	}
+}

@@ -41,13 +41,16 @@ type Store struct {
 
 	idempotencySecret []byte     // see WithIdempotencySecret (idempotency.go)
 	keyCaches         *keyCaches // this process's key caches (keycache.go)
+	meter             *Meter     // see Meter (meter.go)
 }
 
 // WithClock is the same store on another clock, so that tests can move time
-// (key windows, hold expiry) without waiting.
+// (key windows, hold expiry) without waiting. Its meter is its own: a
+// replica on that clock.
 func (s *Store) WithClock(now func() time.Time) *Store {
 	c := *s
 	c.now = now
+	c.meter = newMeter(&c)
 	return &c
 }
 
@@ -57,6 +60,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	dsn := withSessionSettings(cfg.URL, cfg)
 	authSize := max(2, cfg.MaxConns/5)
 	s := &Store{cfg: cfg, now: time.Now, MaxKeys: 1000, SignupsPerHour: defaultSignupsPerHour, keyCaches: &keyCaches{}}
+	s.meter = newMeter(s)
 	var err error
 	if s.db, err = newPool(dsn, max(2, cfg.MaxConns-authSize), cfg.PoolWait); err != nil {
 		return nil, err

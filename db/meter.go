@@ -93,19 +93,10 @@ var ErrShuttingDown = &errs.Error{Kind: errs.Unavailable, Code: "shutting_down",
 // replica left it: the replica reads its leases back and tries again.
 var errLeaseMismatch = errors.New("db: a lease is not as this replica left it")
 
-// meters holds each Store's meter: one per Store, so one per process in
-// production, and two Stores on one database are two replicas.
-var meters sync.Map // *Store → *Meter
-
-// Meter is the store's meter, created on first use. Set its LeaseTTL and Log
-// before the first request.
-func (s *Store) Meter() *Meter {
-	if m, ok := meters.Load(s); ok {
-		return m.(*Meter)
-	}
-	m, _ := meters.LoadOrStore(s, newMeter(s))
-	return m.(*Meter)
-}
+// Meter is the store's meter: one per process in production. Set its
+// LeaseTTL and Log before the first request. A store's copies share it,
+// but for WithClock, whose copy is a replica of its own on its own clock.
+func (s *Store) Meter() *Meter { return s.meter }
 
 // Meter admits inferences against leases and writes their usage in batches.
 type Meter struct {
