@@ -93,6 +93,10 @@ var ErrShuttingDown = &errs.Error{Kind: errs.Unavailable, Code: "shutting_down",
 // replica left it: the replica reads its leases back and tries again.
 var errLeaseMismatch = errors.New("db: a lease is not as this replica left it")
 
+// errAccountGone: the account was deleted, with its balance and leases,
+// while this replica still had its usage to write.
+var errAccountGone = errors.New("db: the account was deleted")
+
 // Meter is the store's meter: one per process in production. Set its
 // LeaseTTL and Log before the first request. A store's copies share it,
 // but for WithClock, whose copy is a replica of its own on its own clock.
@@ -956,6 +960,17 @@ func (m *Meter) syncOnce(ctx context.Context, a *meterAccount, force bool) error
 	for _, w := range plan.pools {
 		w.p.busy = false
 	}
+	if errors.Is(err, errAccountGone) {
+		// Nothing is left to charge or return: forget what was written
+		// for it. Requests still in flight are dropped the same way.
+		a.pending, a.resync = nil, false
+		for _, p := range a.pools() {
+			p.lease, p.hasRow, p.spent = 0, false, 0
+		}
+		m.mu.Unlock()
+		m.log().Info("metered usage of a deleted account dropped", "user_id", a.userID)
+		return nil
+	}
 	if err != nil {
 		a.resync = true // the commit may have happened: read back before the next write
 		m.mu.Unlock()
@@ -1142,9 +1157,13 @@ func (m *Meter) writeSync(ctx context.Context, a *meterAccount, plan *meterPlan)
 			return nil
 		}
 		var after money.USD
-		if err := tx.GetContext(ctx, &after, `
+		err := tx.GetContext(ctx, &after, `
 			UPDATE balances SET usage = usage + $2, held = held - $3 WHERE user_id = $1 RETURNING credits - usage`,
-			a.userID, total, balanceFreed); err != nil {
+			a.userID, total, balanceFreed)
+		if isNoRows(err) {
+			return errAccountGone
+		}
+		if err != nil {
 			return err
 		}
 		if len(plan.batch) == 0 {

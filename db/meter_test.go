@@ -539,3 +539,24 @@ func TestMeterWindowsAndHours(t *testing.T) {
 		t.Fatalf("hours %+v", rows)
 	}
 }
+
+// TestMeterDropsTheUsageOfADeletedAccount: an account deleted with a
+// request in flight takes its ledger with it; the usage that request
+// reports is dropped, not retried forever.
+func TestMeterDropsTheUsageOfADeletedAccount(t *testing.T) {
+	s := store
+	u, k := funded(t, s, usd("1"), db.KeyInput{})
+	tk, err := s.Meter().Admit(ctx, u.ID, k.ID, "modelswitch/echo", usd("0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAccount(ctx, u.ID, u.Email); err != nil {
+		t.Fatal(err)
+	}
+	tk.Finish(meterUsage(usd("0.05")))
+	for range 2 {
+		if err := s.Meter().Flush(ctx); err != nil {
+			t.Fatalf("flush after the account was deleted: %v", err)
+		}
+	}
+}
