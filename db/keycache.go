@@ -26,7 +26,9 @@ import (
 //     notifications may have been missed;
 //   - a lookup that raced an invalidation is not cached (the generation
 //     counter moved while it read);
-//   - entries live at most cacheTTL, a backstop for anything else;
+//   - entries live at most cacheTTL, a backstop for anything else, and are
+//     swept once expired; unknown keys are cached only while the cache
+//     holds fewer than maxEntries, so made-up keys cannot fill memory;
 //   - expiry is a time, checked by the caller on every request (Key.Status).
 //
 // A change made through this process's store drops the key from its
@@ -72,6 +74,7 @@ type keyUse struct {
 const (
 	cacheTTL    = 10 * time.Second
 	negativeTTL = 2 * time.Second
+	maxEntries  = 100_000 // past it, unknown keys are no longer cached
 	flushEvery  = time.Second
 	keyChannel  = "modelswitch_keys"
 )
@@ -225,7 +228,7 @@ func (c *KeyCache) VerifyKey(ctx context.Context, kind apikey.Kind, digest []byt
 		e.until = now.Add(negativeTTL)
 	}
 	c.mu.Lock()
-	if c.gen == gen && c.live.Load() {
+	if c.gen == gen && c.live.Load() && (!unknown || len(c.entries) < maxEntries) {
 		c.entries[ck] = e
 	}
 	c.mu.Unlock()
@@ -258,12 +261,25 @@ func (c *KeyCache) writeUses() {
 		select {
 		case <-c.stop:
 			return
-		case <-t.C:
+		case now := <-t.C:
+			c.sweep(now)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := c.WriteUses(ctx); err != nil {
 				c.log.Warn("key cache: write key uses", "error", err)
 			}
 			cancel()
+		}
+	}
+}
+
+// sweep removes expired entries, every second: anyone can send well-formed
+// keys that do not exist, and each would otherwise stay in memory.
+func (c *KeyCache) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ck, e := range c.entries {
+		if !now.Before(e.until) {
+			delete(c.entries, ck)
 		}
 	}
 }

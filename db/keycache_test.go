@@ -138,3 +138,23 @@ func TestKeyUsesAreWrittenInBatches(t *testing.T) {
 		t.Fatalf("a use recorded under another account was written: %v", after.LastUsedAt)
 	}
 }
+
+// TestKeyCacheForgetsUnknownKeys: a made-up key is remembered briefly (so a
+// flood of the same one costs one query in two seconds) and then swept, so
+// made-up keys cannot fill memory.
+func TestKeyCacheForgetsUnknownKeys(t *testing.T) {
+	c := newCache(t)
+	eventually(t, 10*time.Second, "the cache to listen", c.Listening)
+	made, err := apikey.Generate(apikey.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := apikey.Digest(made)
+	if _, err := c.VerifyKey(ctx, apikey.Proxy, digest); err != db.ErrUnknownKey {
+		t.Fatalf("a made-up key: %v", err)
+	}
+	if !c.Cached(apikey.Proxy, digest) {
+		t.Fatal("an unknown key was not remembered")
+	}
+	eventually(t, 10*time.Second, "the unknown key to be swept", func() bool { return !c.Cached(apikey.Proxy, digest) })
+}
