@@ -183,6 +183,11 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("PUBLIC_URL must be an http(s) address like https://modelswitch.example, not %q", cfg.PublicURL)
 		}
 	}
+	if cfg.Production && cfg.SMTPURL != "" && cfg.PublicURL == "" {
+		// Links would be built from the request's Host header, which a
+		// client chooses: a reset mail could point at anyone's site.
+		return Config{}, errors.New("APP_ENV=production with SMTP_URL needs PUBLIC_URL, the base of links in mail, like https://modelswitch.example")
+	}
 	if cfg.Production && cfg.DatabaseURL == "" {
 		return Config{}, errors.New("APP_ENV=production needs DATABASE_URL")
 	}
