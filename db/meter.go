@@ -264,6 +264,11 @@ func (m *Meter) admit(ctx context.Context, userID, keyID int64, k keyPolicy, mod
 	if amount < 0 {
 		return nil, fmt.Errorf("hold of a negative amount %s", amount)
 	}
+	if amount > money.Max {
+		// More than any balance holds (a max_tokens near 2^63): refused
+		// before any sum with it could overflow.
+		return nil, ErrInsufficientCredits
+	}
 	if k.Models != nil && !slices.Contains(k.Models, model) {
 		return nil, ErrModelNotAllowed
 	}

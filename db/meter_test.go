@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -558,5 +559,26 @@ func TestMeterDropsTheUsageOfADeletedAccount(t *testing.T) {
 		if err := s.Meter().Flush(ctx); err != nil {
 			t.Fatalf("flush after the account was deleted: %v", err)
 		}
+	}
+}
+
+// TestMeterRefusesHoldsBeyondAnyBalance: a request that could cost more than
+// any balance holds (max_tokens near 2^63) is refused as unaffordable, also
+// while other requests are in flight, and changes nothing.
+func TestMeterRefusesHoldsBeyondAnyBalance(t *testing.T) {
+	u, k := funded(t, store, usd("1"), db.KeyInput{})
+	tk, err := store.Meter().Admit(ctx, u.ID, k.ID, "modelswitch/echo", usd("0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, huge := range []money.USD{money.Max + 1, money.USD(math.MaxInt64)} {
+		if _, err := store.Meter().Admit(ctx, u.ID, k.ID, "modelswitch/echo", huge); err != db.ErrInsufficientCredits {
+			t.Fatalf("a hold of %s: %v", huge, err)
+		}
+	}
+	tk.Finish(meterUsage(usd("0.02")))
+	poll(t, 5*time.Second, "nothing is held", heldIs(t, store, u.ID, 0))
+	if b := wantExact(t, store, u, k); b.Usage != usd("0.02") {
+		t.Fatalf("balance %+v", b)
 	}
 }

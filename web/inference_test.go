@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -237,6 +238,14 @@ func TestInferenceRefusals(t *testing.T) {
 	expect(t, call(t, "PUT", "/api/keys/"+id, acct.mk, map[string]any{"models": []string{"someone/else"}}), 200)
 	_, err = limited.Chat.Completions.New(ctx, chatParams("modelswitch/echo", "hi"))
 	wantAPIError(t, err, 403, "model_not_allowed")
+
+	// A request that could cost more than any balance (max_tokens near
+	// 2^63) is refused as unaffordable, not failed.
+	huge := chatParams("modelswitch/echo", "hi")
+	huge.MaxTokens = openai.Int(math.MaxInt64)
+	_, open := proxyKey(t, acct.mk)
+	_, err = sdk(base, strings.TrimPrefix(open, "Bearer ")).Chat.Completions.New(ctx, huge)
+	wantAPIError(t, err, 402, "insufficient_credits")
 
 	_, err = sdk(base, "ms-notakey").Chat.Completions.New(ctx, chatParams("modelswitch/echo", "hi"))
 	wantAPIError(t, err, 401, "wrong_credentials")
