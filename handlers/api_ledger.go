@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -193,7 +195,9 @@ func readUsageQuery(c *fiber.Ctx, now time.Time) (db.UsageQuery, error) {
 	if q.KeyID, err = queryID(c, "key_id"); err != nil {
 		return q, err
 	}
-	q.Model = c.Query("model")
+	if q.Model, err = queryText(c, "model", 200); err != nil {
+		return q, err
+	}
 	return q, nil
 }
 
@@ -273,6 +277,16 @@ func queryID(c *fiber.Ctx, name string) (int64, error) {
 		return 0, errs.InvalidField(name, "invalid_"+name, name+" must be a positive integer id.")
 	}
 	return id, nil
+}
+
+// queryText reads an optional plain-text value: valid UTF-8 without control
+// characters, at most max bytes (PostgreSQL refuses the rest with an error).
+func queryText(c *fiber.Ctx, name string, max int) (string, error) {
+	raw := c.Query(name)
+	if len(raw) > max || !utf8.ValidString(raw) || strings.ContainsFunc(raw, unicode.IsControl) {
+		return "", errs.InvalidField(name, "invalid_"+name, fmt.Sprintf("%s must be plain text of at most %d bytes.", name, max))
+	}
+	return raw, nil
 }
 
 // queryTime reads an RFC 3339 time or a date (midnight UTC); zero when absent.

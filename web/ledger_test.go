@@ -110,6 +110,9 @@ func TestLedgerBadQueries(t *testing.T) {
 		{"/api/usage?foo=1", "foo", "unknown_parameter"},
 		{"/api/usage?bucket=day&bucket=hour", "bucket", "duplicate_parameter"},
 		{"/api/balance?foo=1", "foo", "unknown_parameter"},
+		{"/api/usage?model=%00", "model", "invalid_model"},
+		{"/api/usage?model=%FF", "model", "invalid_model"},
+		{"/api/usage?model=" + strings.Repeat("m", 201), "model", "invalid_model"},
 	}
 	for _, c := range cases {
 		r := call(t, "GET", c.path, mk, nil)
@@ -118,10 +121,17 @@ func TestLedgerBadQueries(t *testing.T) {
 			t.Errorf("GET %s: %d %s; want 400 field %q code %q", c.path, r.status, r.raw, c.field, c.code)
 		}
 	}
+	// Ids no generation can have are simply not found.
+	for _, id := range []string{"%FF", "%00", "gen-%C3%28", strings.Repeat("g", 300)} {
+		if r := call(t, "GET", "/api/generations/"+id, mk, nil); r.status != 404 || r.errCode() != "generation_not_found" {
+			t.Errorf("GET /api/generations/%s: %d %s", id, r.status, r.raw)
+		}
+	}
 	// The limits themselves are fine.
 	for _, path := range []string{
 		"/api/transactions?limit=1", "/api/transactions?limit=100", "/api/transactions?type=credit",
 		"/api/usage?from=2025-01-01&to=2026-01-02", "/api/usage?bucket=hour&group_by=model,key",
+		"/api/usage?model=openai/gpt-4o-mini",
 	} {
 		expect(t, call(t, "GET", path, mk, nil), 200)
 	}

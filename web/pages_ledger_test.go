@@ -88,6 +88,10 @@ func TestUsagePage(t *testing.T) {
 	if !strings.Contains(p.find("usage-error").Text(), "bucket=day or bucket=hour") {
 		t.Fatalf("bad filter: %q", p.find("usage-error").Text())
 	}
+	p = wantStatus(t, b.do("GET", "/dashboard/usage?model=%FF", nil, false), 400)
+	if !strings.Contains(p.find("usage-error").Text(), "plain text") {
+		t.Fatalf("bad model filter: %q", p.find("usage-error").Text())
+	}
 	// Another account sees none of it.
 	other, _ := signedUp(t)
 	p = wantStatus(t, other.do("GET", "/dashboard/usage", nil, false), 200)
