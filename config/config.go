@@ -177,6 +177,10 @@ func Load(getenv func(string) string) (Config, error) {
 			*n.dst = v
 		}
 	}
+	if len(cfg.TrustedProxies) > 0 && cfg.MaxConnsPerIP > 0 {
+		// The cap counts TCP peers: behind a proxy it would cap the proxy.
+		return Config{}, errors.New("MAX_CONNS_PER_IP counts connections per TCP peer, which behind TRUSTED_PROXIES is the proxy: leave it unset (or 0) and cap connections per client at the proxy")
+	}
 	if cfg.PublicURL != "" {
 		u, err := url.Parse(cfg.PublicURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {

@@ -32,6 +32,8 @@ func TestLoadRefusesUnsafeOrMalformedSettings(t *testing.T) {
 		{with(map[string]string{"MAX_KEYS_PER_ACCOUNT": "0"}), "MAX_KEYS_PER_ACCOUNT must be a whole number of at least 1"},
 		{with(map[string]string{"SECRET_KEY": "short"}), "at least 32 bytes"},
 		{map[string]string{"APP_ENV": "staging"}, "APP_ENV must be"},
+		{with(map[string]string{"TRUSTED_PROXIES": "10.0.0.1", "MAX_CONNS_PER_IP": "64"}), "MAX_CONNS_PER_IP counts connections per TCP peer"},
+		{with(map[string]string{"TRUSTED_PROXIES": "10.0.0.1", "MAX_CONNS_PER_IP": "0"}), ""},
 	} {
 		_, err := Load(env(c.env))
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
