@@ -98,7 +98,14 @@ func (h *AuthPages) SignUp(c *fiber.Ctx) error {
 		return err
 	}
 	if err := h.Sessions.SignIn(c, u); err != nil {
-		return err
+		// The account exists now: say so, so that the retry signs in
+		// instead of being told the email is taken.
+		status := fiber.StatusServiceUnavailable
+		if e, ok := errs.As(err); ok && e.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.RetryAfter.Seconds())))
+		}
+		return h.show(c, status, false, views.Form{Values: values, Errors: map[string]string{
+			"": "Your account was created, but signing you in failed just now. Sign in to continue."}})
 	}
 	return Redirect(c, "/dashboard/billing-keys")
 }

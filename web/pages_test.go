@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,11 +13,14 @@ import (
 	"time"
 
 	"github.com/PuerkitoBio/goquery"
+	"github.com/gofiber/fiber/v2"
 
 	"modelswitch/config"
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/db/dbtest"
+	"modelswitch/handlers"
+	"modelswitch/web/request"
 )
 
 // client is a cookie-keeping client of the dashboard over app.Test.
@@ -393,4 +397,38 @@ func BenchmarkAPIKeysPage1000(b *testing.B) {
 		size = len(raw)
 	}
 	b.ReportMetric(float64(size), "bytes/page")
+}
+
+// failingSessions cannot start a session: the database went away between
+// creating an account and signing it in.
+type failingSessions struct{}
+
+func (failingSessions) SignIn(*fiber.Ctx, db.User) error { return db.ErrUnavailable }
+func (failingSessions) SignOut(*fiber.Ctx, bool) error   { return nil }
+
+// TestSignUpWhoseSignInFailsSaysTheAccountExists: the account is made but the
+// session is not: the answer says to sign in, so that a retry does not meet
+// "email taken".
+func TestSignUpWhoseSignInFailsSaysTheAccountExists(t *testing.T) {
+	app := fiber.New()
+	app.Use(func(c *fiber.Ctx) error {
+		request.Attach(c, &request.Info{ClientIP: newAddr()}, func(int) {})
+		return c.Next()
+	})
+	app.Post("/signup", (&handlers.AuthPages{Store: sharedAddrStore(), Sessions: failingSessions{}}).SignUp)
+	email := dbtest.Email("half-signed-up")
+	req := httptest.NewRequest("POST", "/signup", strings.NewReader(url.Values{"email": {email}, "password": {browserPassword}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := app.Test(req, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "Your account was created") ||
+		!strings.Contains(string(body), `action="/signin"`) {
+		t.Fatalf("%d %v\n%s", res.StatusCode, res.Header, body)
+	}
+	if _, err := store.CheckPassword(context.Background(), email, browserPassword, newAddr()); err != nil {
+		t.Fatalf("the account is not there: %v", err)
+	}
 }
