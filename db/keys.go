@@ -459,7 +459,15 @@ func (s *Store) UpdateKey(ctx context.Context, userID int64, kind apikey.Kind, i
 		models = modelArray(*up.Models.Value)
 	}
 	var k Key
-	err = s.db.GetContext(ctx, &k, `
+	err = s.withTx(ctx, func(tx *sqlx.Tx) error {
+		// Lock the row first: a meter batch writing the key's usage holds
+		// it, and the recount below must run after that batch committed,
+		// in a statement that sees its usage_hourly rows.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM api_keys WHERE user_id = $1 AND kind = $2 AND id = $3 FOR UPDATE`,
+			userID, kind, id); err != nil {
+			return err
+		}
+		return tx.GetContext(ctx, &k, `
 		UPDATE api_keys SET
 			name        = COALESCE($5, name),
 			active      = COALESCE($6, active),
@@ -474,9 +482,10 @@ func (s *Store) UpdateKey(ctx context.Context, userID int64, kind apikey.Kind, i
 			) ELSE window_usage END
 		WHERE user_id = $2 AND kind = $3 AND id = $4
 		RETURNING `+keyColumns,
-		now, userID, kind, id, name, up.Active,
-		up.Limit.Set, up.Limit.Value, up.LimitReset.Set, up.LimitReset.Value, up.Models.Set, models,
-		up.ExpiresAt.Set, expires)
+			now, userID, kind, id, name, up.Active,
+			up.Limit.Set, up.Limit.Value, up.LimitReset.Set, up.LimitReset.Value, up.Models.Set, models,
+			up.ExpiresAt.Set, expires)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return Key{}, ErrKeyNotFound
 	}
