@@ -165,9 +165,10 @@ func run(args []string, log *slog.Logger) error {
 	case <-ctx.Done():
 		stop() // a second signal now ends the process at once
 		log.Info("shutting down: draining in-flight requests")
-		drained := app.ShutdownWithTimeout(30 * time.Second)
-		// Write the usage of the drained requests and hand unused leased
-		// credit back to the accounts.
+		// Then the streams still running are cut and charged (web.New's
+		// shutdown hook), the usage of everything written and unused leased
+		// credit handed back to the accounts.
+		drained := app.ShutdownWithTimeout(cfg.ShutdownTimeout)
 		flushCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return errors.Join(drained, store.Meter().Close(flushCtx))

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -625,5 +626,79 @@ func TestGracefulShutdownSettlesTheMeter(t *testing.T) {
 	}
 	if usage != n || leases != 0 || held != 0 {
 		t.Fatalf("after shutdown: %d usage entries for %d answers, %d leases left, %d nano-dollars held", usage, n, leases, held)
+	}
+}
+
+// TestShutdownChargesStreamsItCuts: a stream still running when the server
+// stops waiting (SHUTDOWN_TIMEOUT) is cut, and what it sent is charged
+// before the server exits.
+func TestShutdownChargesStreamsItCuts(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			_, err := fmt.Fprint(w, `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"tick "},"finish_reason":null}]}`+"\n\n")
+			if err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}))
+	defer upstream.Close()
+	models := filepath.Join(t.TempDir(), "models.yaml")
+	os.WriteFile(models, []byte(`models:
+  - {id: slow/model, provider: openai, base_url: "`+upstream.URL+`/v1", input_price: 1, output_price: 1, max_output_tokens: 1000}
+`), 0o644)
+	s := startServer(t, "MODELS_FILE="+models, "SHUTDOWN_TIMEOUT=1s")
+	s.waitLive(t)
+	a := s.account(t)
+
+	body := `{"model":"slow/model","stream":true,"messages":[{"role":"user","content":"go on"}]}`
+	req, _ := http.NewRequest("POST", s.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+a.ms)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	gen := res.Header.Get("X-Generation-Id")
+	if res.StatusCode != 200 || gen == "" {
+		t.Fatalf("stream: %d %v", res.StatusCode, res.Header)
+	}
+	line, err := bufio.NewReader(res.Body).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first line %q: %v", line, err)
+	}
+	go io.Copy(io.Discard, res.Body)
+
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not stop within 20 s of SIGTERM")
+	}
+	conn, err := sql.Open("postgres", pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var streamed bool
+	var output, leases int
+	var held int64
+	err = conn.QueryRow(`
+		SELECT e.streamed, e.output_tokens,
+		       (SELECT count(*) FROM leases l WHERE l.user_id = e.user_id),
+		       (SELECT held FROM balances b WHERE b.user_id = e.user_id)
+		FROM ledger_entries e WHERE e.generation_id = $1`, gen).Scan(&streamed, &output, &leases, &held)
+	if err != nil {
+		t.Fatalf("the cut stream's usage entry: %v\nserver log:\n%s", err, tail(s.out.String(), 3000))
+	}
+	if !streamed || output == 0 || leases != 0 || held != 0 {
+		t.Fatalf("streamed %v, %d output tokens, %d leases left, %d held", streamed, output, leases, held)
 	}
 }

@@ -52,6 +52,11 @@ type Config struct {
 	// SignupsPerHour is how many accounts one client address may create.
 	SignupsPerHour int
 
+	// ShutdownTimeout is how long a stopping server waits for requests in
+	// flight; streams still running then are cut and charged for what
+	// they sent.
+	ShutdownTimeout time.Duration
+
 	// LeaseTTL is how long the credit a replica has leased from an account
 	// stays held after the replica's last word: a crashed replica's leases
 	// return to the account this long after it stopped.
@@ -148,6 +153,7 @@ func Load(getenv func(string) string) (Config, error) {
 		{"DATABASE_POOL_WAIT", &cfg.DatabasePoolWait, time.Second},
 		{"DATABASE_START_WAIT", &cfg.DatabaseStartWait, time.Minute},
 		{"LEASE_TTL", &cfg.LeaseTTL, 30 * time.Second},
+		{"SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, 30 * time.Second},
 	} {
 		if err := duration(getenv, d.name, d.dst, d.def); err != nil {
 			return Config{}, err

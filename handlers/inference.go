@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -39,6 +40,35 @@ type Inference struct {
 
 	models     sync.Once // the catalog is fixed at start: /v1/models is encoded once
 	modelsJSON []byte
+
+	// Every upstream call runs under base; Drain cancels it and waits for
+	// the inferences in flight to be charged.
+	start    sync.Once
+	base     context.Context
+	stop     context.CancelFunc
+	inflight sync.WaitGroup
+}
+
+func (h *Inference) upstream() context.Context {
+	h.start.Do(func() { h.base, h.stop = context.WithCancel(context.Background()) })
+	return h.base
+}
+
+// Drain ends the inferences still in flight once the server stopped
+// waiting for them (a stream can last minutes): each upstream call is
+// cancelled, and what it produced until then is charged, before the
+// meter's last write. It returns when all are charged or ctx ends.
+func (h *Inference) Drain(ctx context.Context) error {
+	h.upstream()
+	h.stop()
+	done := make(chan struct{})
+	go func() { h.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("inferences still in flight after the drain: %w", ctx.Err())
+	}
 }
 
 type pricing struct {
@@ -103,12 +133,14 @@ func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	gen := &generation{call: call, ticket: ticket, id: gateway.NewGenerationID(), start: time.Now()}
+	h.inflight.Add(1)
+	gen := &generation{call: call, ticket: ticket, id: gateway.NewGenerationID(), start: time.Now(), done: h.inflight.Done}
 	c.Set("X-Generation-Id", gen.id)
 
 	// A streamed answer outlives this handler: the upstream call has a
-	// context of its own, cancelled when the answer ends or the client goes.
-	ctx, cancel := context.WithTimeout(context.Background(), maxInference)
+	// context of its own, cancelled when the answer ends, the client goes
+	// or the server drains.
+	ctx, cancel := context.WithTimeout(h.upstream(), maxInference)
 	resp, err := call.Send(ctx)
 	if err == nil && resp.Status >= 300 {
 		err = call.UpstreamError(resp)
@@ -153,6 +185,7 @@ type generation struct {
 	ticket *db.Ticket
 	id     string
 	start  time.Time
+	done   func() // after it is charged
 }
 
 // settle charges what res produced, or releases the hold when nothing was.
@@ -169,4 +202,5 @@ func (g *generation) settle(res gateway.Result) {
 		}
 	}
 	g.ticket.Finish(u)
+	g.done()
 }

@@ -136,6 +136,11 @@ func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog
 	api.Use(notFound)
 
 	inference := &handlers.Inference{Store: store, Catalog: catalog, Log: log}
+	app.Hooks().OnShutdown(func() error { // after the server stopped waiting
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return inference.Drain(ctx)
+	})
 	v1 := app.Group("/v1", deadline(requestTimeout), noStore, requireJSON, proxyKey)
 	v1.Get("/models", cacheFor(time.Minute), inference.Models)
 	v1.Get("/key", inference.Key)
