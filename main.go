@@ -38,7 +38,7 @@ func main() {
 	if len(args) == 0 {
 		args = []string{"serve"}
 	}
-	err := run(args, log)
+	err := run(args, log, out)
 	if err != nil {
 		log.Error("modelswitch stopped", "error", err)
 	}
@@ -92,7 +92,7 @@ func (l *logWriter) Close() {
 	l.w.Flush()
 }
 
-func run(args []string, log *slog.Logger) error {
+func run(args []string, log *slog.Logger, out io.Writer) error {
 	cmd := args[0]
 	if cmd != "serve" && cmd != "migrate" && cmd != "credits" {
 		return fmt.Errorf("unknown command %q: use serve, migrate or credits add", cmd)
@@ -154,7 +154,8 @@ func run(args []string, log *slog.Logger) error {
 		return err
 	}
 	go sweep(ctx, store, log)
-	app := web.New(cfg, store, catalog, log, web.WithMailer(mailer), web.WithPublicURL(cfg.PublicURL))
+	app := web.New(cfg, store, catalog, log, web.WithMailer(mailer), web.WithPublicURL(cfg.PublicURL),
+		web.WithRequestLines(out))
 	served := make(chan error, 1)
 	go func() { served <- app.Listen(listenAddr(cfg)) }()
 	log.Info("serving", "url", "http://localhost:"+cfg.Port, "production", cfg.Production, "models", len(catalog.Models()))

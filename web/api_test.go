@@ -625,7 +625,7 @@ func TestHealthz(t *testing.T) {
 func TestPanicIsInternalError(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a := fiber.New(fiber.Config{ErrorHandler: errorHandler(log)})
-	a.Use(logRequests(log, nil), recoverPanics)
+	a.Use(logRequests(requestLog(log, nil), nil), recoverPanics)
 	a.Get("/api/boom", func(*fiber.Ctx) error { panic("secret detail") })
 	res, _ := a.Test(httptest.NewRequest("GET", "/api/boom", nil))
 	raw, _ := io.ReadAll(res.Body)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -56,6 +57,10 @@ func limitsFor(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 // New returns the whole application: the JSON API under /api and /v1, and
 // the dashboard around it.
 func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog.Logger, opts ...Option) *fiber.App {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	app := fiber.New(fiber.Config{
 		AppName:   "ModelSwitch",
 		BodyLimit: MaxBody, // limitsFor raises it for /v1
@@ -72,7 +77,7 @@ func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog
 	app.Server().HeaderReceived = limitsFor
 	app.Server().MaxConnsPerIP = cfg.MaxConnsPerIP
 	app.Server().Handler = knownMethods(app.Server().Handler)
-	app.Use(logRequests(log, cfg.TrustedProxies), recoverPanics, readBody)
+	app.Use(logRequests(requestLog(log, o.requestLines), cfg.TrustedProxies), recoverPanics, readBody)
 
 	// Idempotency keys are sealed under keys derived from this secret.
 	store = store.WithIdempotencySecret(cfg.Derive("idempotency"))
@@ -168,7 +173,7 @@ func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog
 	pages.Post("/signout", authPages.SignOut)
 	pages.Get("/signout-everywhere", requireUser, authPages.ConfirmSignOutEverywhere)
 	pages.Post("/signout-everywhere", requireUser, authPages.SignOutEverywhere)
-	accountPages := newAccountPages(app, cfg, store, sessions, log, opts)
+	accountPages := newAccountPages(app, cfg, store, sessions, log, o)
 	pages.Get("/forgot-password", accountPages.ShowForgot)
 	pages.Post("/forgot-password", accountPages.Forgot)
 	pages.Get("/reset-password", accountPages.ShowReset)
@@ -205,9 +210,16 @@ func notFound(*fiber.Ctx) error { return fiber.ErrNotFound }
 type Option func(*options)
 
 type options struct {
-	mailer    mail.Sender
-	publicURL string
+	mailer       mail.Sender
+	publicURL    string
+	requestLines io.Writer
 }
+
+// WithRequestLines writes the line logged for each request straight to w, in
+// the JSON shape of slog's JSON handler, at a fraction of its cost (a line
+// per request is the largest cost of an authenticated GET /v1/models).
+// Without it request lines go through the app's logger like every other.
+func WithRequestLines(w io.Writer) Option { return func(o *options) { o.requestLines = w } }
 
 // WithMailer sends account mail (password reset links) through m. Without
 // it, development writes each mail to the log and production sends none.
@@ -219,11 +231,7 @@ func WithPublicURL(u string) Option { return func(o *options) { o.publicURL = u 
 
 // newAccountPages serves settings and password resets; their mail goes out
 // through an outbox, drained when the server shuts down.
-func newAccountPages(app *fiber.App, cfg config.Config, store *db.Store, sessions *session.Manager, log *slog.Logger, opts []Option) *handlers.AccountPages {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
+func newAccountPages(app *fiber.App, cfg config.Config, store *db.Store, sessions *session.Manager, log *slog.Logger, o options) *handlers.AccountPages {
 	if o.mailer == nil {
 		o.mailer, _ = mail.New("", cfg.Production, log) // never fails without a URL
 	}

@@ -24,7 +24,7 @@ func echoClientIP(trusted ...string) *fiber.App {
 		prefixes = append(prefixes, netip.MustParsePrefix(p))
 	}
 	a := fiber.New(fiber.Config{DisableStartupMessage: true})
-	a.Use(logRequests(slog.New(slog.NewTextHandler(io.Discard, nil)), prefixes))
+	a.Use(logRequests(requestLog(slog.New(slog.NewTextHandler(io.Discard, nil)), nil), prefixes))
 	a.All("/", func(c *fiber.Ctx) error { return c.SendString(request.ClientIP(c)) })
 	return a
 }

@@ -2,11 +2,16 @@ package web
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"modelswitch/web/request"
 )
 
 func TestUnknownMethodsAnswerJSON(t *testing.T) {
@@ -85,5 +90,32 @@ func TestSmallBodiesOutsideInference(t *testing.T) {
 		if res.StatusCode != 413 {
 			t.Errorf("POST %s with %d bytes: %d; want 413", path, len(big), res.StatusCode)
 		}
+	}
+}
+
+// TestRequestLinesAreJSON: the hand-written request line is the JSON slog
+// would write, whatever bytes the path holds.
+func TestRequestLinesAreJSON(t *testing.T) {
+	var buf bytes.Buffer
+	line := requestLog(nil, &buf)
+	info := &request.Info{ID: "0123456789abcdef", ClientIP: "2001:db8::1", Start: time.Now().Add(-1500 * time.Microsecond)}
+	path := "/v1/\"odd\"\\path\x00\x1f\xff€"
+	line(info, "GET", path, 404)
+	var got map[string]any
+	if err := json.Unmarshal(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), &got); err != nil || !bytes.HasSuffix(buf.Bytes(), []byte("}\n")) {
+		t.Fatalf("not one JSON line: %v %q", err, buf.String())
+	}
+	if _, err := time.Parse(time.RFC3339Nano, got["time"].(string)); err != nil {
+		t.Fatalf("time %v", got["time"])
+	}
+	want := map[string]any{"level": "INFO", "msg": "request", "request_id": info.ID, "method": "GET",
+		"path": strings.ToValidUTF8(path, "\uFFFD"), "status": float64(404), "ip": info.ClientIP}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q, want %q", k, got[k], v)
+		}
+	}
+	if d := got["duration_ms"].(float64); d < 1.5 || d > 1000 {
+		t.Errorf("duration_ms %v", d)
 	}
 }

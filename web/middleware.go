@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/compress"
@@ -29,18 +30,14 @@ import (
 // client's address, and logs one line when the answer is sent: when the
 // handler returns or, for a streamed answer, when the stream ends. It logs
 // the path without the query and no headers, so no credential reaches a log.
-func logRequests(log *slog.Logger, trusted []netip.Prefix) fiber.Handler {
+func logRequests(logLine func(*request.Info, string, string, int), trusted []netip.Prefix) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		raw := make([]byte, 8)
 		rand.Read(raw)
 		info := &request.Info{ID: hex.EncodeToString(raw), ClientIP: clientIP(c, trusted), Start: time.Now()}
 		// Fiber reuses c once the handler returns: a stream logs from copies.
 		method, path := strings.Clone(c.Method()), strings.Clone(c.Path())
-		request.Attach(c, info, func(status int) {
-			log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", info.ID),
-				slog.String("method", method), slog.String("path", path), slog.Int("status", status),
-				slog.Float64("duration_ms", float64(time.Since(info.Start).Microseconds())/1000), slog.String("ip", info.ClientIP))
-		})
+		request.Attach(c, info, func(status int) { logLine(info, method, path, status) })
 		c.Set(fiber.HeaderXRequestID, info.ID)
 		c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 		if err := c.Next(); err != nil {
@@ -54,6 +51,57 @@ func logRequests(log *slog.Logger, trusted []netip.Prefix) fiber.Handler {
 		}
 		return nil
 	}
+}
+
+// requestLog logs a request's line through log or, when lines is set,
+// writes the same JSON straight to lines.
+func requestLog(log *slog.Logger, lines io.Writer) func(info *request.Info, method, path string, status int) {
+	if lines == nil {
+		return func(info *request.Info, method, path string, status int) {
+			log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", info.ID),
+				slog.String("method", method), slog.String("path", path), slog.Int("status", status),
+				slog.Float64("duration_ms", durationMS(info.Start)), slog.String("ip", info.ClientIP))
+		}
+	}
+	return func(info *request.Info, method, path string, status int) {
+		b := make([]byte, 0, 256)
+		b = append(b, `{"time":"`...)
+		b = time.Now().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `","level":"INFO","msg":"request","request_id":`...)
+		b = appendJSONString(b, info.ID)
+		b = append(b, `,"method":`...)
+		b = appendJSONString(b, method)
+		b = append(b, `,"path":`...)
+		b = appendJSONString(b, path)
+		b = append(b, `,"status":`...)
+		b = strconv.AppendInt(b, int64(status), 10)
+		b = append(b, `,"duration_ms":`...)
+		b = strconv.AppendFloat(b, durationMS(info.Start), 'g', -1, 64)
+		b = append(b, `,"ip":`...)
+		b = appendJSONString(b, info.ClientIP)
+		b = append(b, "}\n"...)
+		lines.Write(b)
+	}
+}
+
+func durationMS(start time.Time) float64 { return float64(time.Since(start).Microseconds()) / 1000 }
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[r>>4], "0123456789abcdef"[r&0xf])
+		default:
+			b = utf8.AppendRune(b, r) // an invalid byte reads as utf8.RuneError
+		}
+	}
+	return append(b, '"')
 }
 
 // deadline bounds the work a handler does for one request. It is not
