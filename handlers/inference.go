@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -93,7 +92,7 @@ func (h *Inference) Models(c *fiber.Ctx) error {
 		for i, m := range models {
 			data[i] = modelObject{m.ID, "model", m.Created, m.OwnedBy, pricing{m.InputPrice, m.OutputPrice}}
 		}
-		h.modelsJSON, _ = json.Marshal(fiber.Map{"object": "list", "data": data}) // plain values: cannot fail
+		h.modelsJSON, _ = c.App().Config().JSONEncoder(fiber.Map{"object": "list", "data": data}) // plain values: cannot fail
 	})
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(h.modelsJSON)

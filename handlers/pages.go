@@ -47,9 +47,13 @@ func newPage(c *fiber.Ctx, title, nav string) views.Page {
 type balanceKey struct{}
 
 // ShowBalance puts the signed-in account's balance in the header of every
-// dashboard page, error pages included.
+// dashboard page, error pages included. An htmx request is answered with a
+// fragment, which has no header: it reads no balance.
 func ShowBalance(store *db.Store) fiber.Handler {
 	return func(c *fiber.Ctx) error {
+		if isHTMX(c) {
+			return c.Next()
+		}
 		b, err := store.GetBalance(c.UserContext(), request.UserID(c))
 		if err != nil {
 			return err

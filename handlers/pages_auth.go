@@ -100,11 +100,8 @@ func (h *AuthPages) SignUp(c *fiber.Ctx) error {
 	if err := h.Sessions.SignIn(c, u); err != nil {
 		// The account exists now: say so, so that the retry signs in
 		// instead of being told the email is taken.
-		status := fiber.StatusServiceUnavailable
-		if e, ok := errs.As(err); ok && e.RetryAfter > 0 {
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(e.RetryAfter.Seconds())))
-		}
-		return h.show(c, status, false, views.Form{Values: values, Errors: map[string]string{
+		SetRetryAfter(c, err)
+		return h.show(c, fiber.StatusServiceUnavailable, false, views.Form{Values: values, Errors: map[string]string{
 			"": "Your account was created, but signing you in failed just now. Sign in to continue."}})
 	}
 	return Redirect(c, "/dashboard/billing-keys")
@@ -117,10 +114,16 @@ func throttled(c *fiber.Ctx, err error, values map[string]string) (views.Form, b
 	if !ok || e.Kind != errs.RateLimited {
 		return views.Form{}, false
 	}
-	if e.RetryAfter > 0 {
+	SetRetryAfter(c, err)
+	return views.Form{Values: values, Errors: map[string]string{"": e.Message}}, true
+}
+
+// SetRetryAfter sets Retry-After to err's wait, in whole seconds rounded
+// up, when it has one: for every answer that says to retry.
+func SetRetryAfter(c *fiber.Ctx, err error) {
+	if e, ok := errs.As(err); ok && e.RetryAfter > 0 {
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 	}
-	return views.Form{Values: values, Errors: map[string]string{"": e.Message}}, true
 }
 
 // SignIn: POST /signin, throttled by the same rules as the JSON log-in. It

@@ -171,8 +171,8 @@ func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog
 	pages.Get("/signin", authPages.ShowSignIn)
 	pages.Post("/signin", authPages.SignIn)
 	pages.Post("/signout", authPages.SignOut)
-	pages.Get("/signout-everywhere", requireUser, authPages.ConfirmSignOutEverywhere)
-	pages.Post("/signout-everywhere", requireUser, authPages.SignOutEverywhere)
+	pages.Get("/signout-everywhere", authPages.ConfirmSignOutEverywhere)
+	pages.Post("/signout-everywhere", authPages.SignOutEverywhere)
 	accountPages := newAccountPages(app, cfg, store, sessions, log, o)
 	pages.Get("/forgot-password", accountPages.ShowForgot)
 	pages.Post("/forgot-password", accountPages.Forgot)
@@ -181,7 +181,7 @@ func New(cfg config.Config, store *db.Store, catalog *gateway.Catalog, log *slog
 	pages.Get("/account-deleted", accountPages.AccountDeleted)
 
 	ledgerPages := &handlers.LedgerPages{Store: store, Catalog: catalog}
-	dash := pages.Group("/dashboard", requireUser, writes, handlers.ShowBalance(store))
+	dash := pages.Group("/dashboard", writes, handlers.ShowBalance(store))
 	dash.Get("/", authPages.Home)
 	dash.Get("/usage", ledgerPages.Usage)
 	dash.Get("/transactions", ledgerPages.Transactions)

@@ -10,7 +10,6 @@ import (
 	"modelswitch/db"
 	"modelswitch/db/apikey"
 	"modelswitch/errs"
-	"modelswitch/handlers"
 	"modelswitch/web/request"
 	"modelswitch/web/token"
 )
@@ -106,13 +105,4 @@ func requireSession(store *db.Store, tokens *token.Signer) fiber.Handler {
 		info.UserID, info.SessionID = userID, sid
 		return c.Next()
 	}
-}
-
-// requireUser admits dashboard requests of a signed-in browser session and
-// sends everyone else to sign in.
-func requireUser(c *fiber.Ctx) error {
-	if request.UserID(c) == 0 {
-		return handlers.Redirect(c, "/signin")
-	}
-	return c.Next()
 }

@@ -3,8 +3,6 @@ package web
 import (
 	"errors"
 	"log/slog"
-	"math"
-	"strconv"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -32,9 +30,7 @@ func classify(c *fiber.Ctx, log *slog.Logger, err error) (int, *errs.Error) {
 		if e.Kind == errs.Unavailable && e.Cause != nil {
 			log.Warn("dependency unavailable", "request_id", request.Get(c).ID, "path", c.Path(), "error", e.Cause)
 		}
-		if e.RetryAfter > 0 {
-			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
-		}
+		handlers.SetRetryAfter(c, e)
 		return e.HTTPStatus(), e
 	}
 	var fe *fiber.Error

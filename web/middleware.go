@@ -207,7 +207,7 @@ func limitKeyWrites(store *db.Store, perMinute int) fiber.Handler {
 			return c.Next()
 		}
 		info := request.Get(c)
-		scope := "session:" + info.SessionID
+		scope := "session:" + db.SessionHandle(info.SessionID) // a digest: the id itself is a credential
 		if info.KeyID != 0 {
 			scope = "key:" + strconv.FormatInt(info.KeyID, 10)
 		}
