@@ -150,7 +150,7 @@ func TestDeleteAccount(t *testing.T) {
 	}
 	// Two replicas' key caches hold the key.
 	a, b := newCache(t), newCache(t)
-	eventually(t, 5*time.Second, "both caches to hold the key", func() bool {
+	poll(t, 5*time.Second, "both caches to hold the key", func() bool {
 		return a.Listening() && b.Listening() && active(a, key.Secret) && active(b, key.Secret) &&
 			a.Cached(apikey.Proxy, apikey.Digest(key.Secret)) && b.Cached(apikey.Proxy, apikey.Digest(key.Secret))
 	})
@@ -169,7 +169,7 @@ func TestDeleteAccount(t *testing.T) {
 	}
 	// Cached for 10 s, the key must be dropped at once: the cascade deleted
 	// its row, and the api_keys trigger notified both replicas.
-	eventually(t, 2*time.Second, "both caches to refuse the key", func() bool {
+	poll(t, 2*time.Second, "both caches to refuse the key", func() bool {
 		_, errA := a.VerifyKey(ctx, apikey.Proxy, apikey.Digest(key.Secret))
 		_, errB := b.VerifyKey(ctx, apikey.Proxy, apikey.Digest(key.Secret))
 		return errs.Is(errA, errs.Unauthorized) && errs.Is(errB, errs.Unauthorized)

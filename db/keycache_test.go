@@ -18,18 +18,6 @@ func newCache(t *testing.T) *db.KeyCache {
 	return c
 }
 
-// eventually polls cond until it holds, failing the test after limit.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // active says whether the cache takes the key now.
 func active(c *db.KeyCache, secret string) bool {
 	k, err := c.VerifyKey(ctx, apikey.Proxy, apikey.Digest(secret))
@@ -45,24 +33,24 @@ func TestKeyCacheSeesEveryChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "both caches to take the new key", func() bool { return active(a, k.Secret) && active(b, k.Secret) })
+	poll(t, 5*time.Second, "both caches to take the new key", func() bool { return active(a, k.Secret) && active(b, k.Secret) })
 
 	off := false
 	if _, err := store.UpdateKey(ctx, u.ID, apikey.Proxy, k.ID, db.KeyUpdate{Active: &off}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a deactivated key to be refused", func() bool { return !active(a, k.Secret) && !active(b, k.Secret) })
+	poll(t, time.Second, "a deactivated key to be refused", func() bool { return !active(a, k.Secret) && !active(b, k.Secret) })
 
 	on := true
 	if _, err := store.UpdateKey(ctx, u.ID, apikey.Proxy, k.ID, db.KeyUpdate{Active: &on}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a reactivated key to be taken", func() bool { return active(a, k.Secret) && active(b, k.Secret) })
+	poll(t, time.Second, "a reactivated key to be taken", func() bool { return active(a, k.Secret) && active(b, k.Secret) })
 
 	if err := store.DeleteKey(ctx, u.ID, apikey.Proxy, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a deleted key to be unknown", func() bool {
+	poll(t, time.Second, "a deleted key to be unknown", func() bool {
 		_, errA := a.VerifyKey(ctx, apikey.Proxy, apikey.Digest(k.Secret))
 		_, errB := b.VerifyKey(ctx, apikey.Proxy, apikey.Digest(k.Secret))
 		return errs.Is(errA, errs.Unauthorized) && errs.Is(errB, errs.Unauthorized)
@@ -76,7 +64,7 @@ func TestKeyCacheFlushesWhenItMayHaveMissedNotifications(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the cache to hold the key", func() bool {
+	poll(t, 5*time.Second, "the cache to hold the key", func() bool {
 		return c.Listening() && active(c, k.Secret) && c.Cached(apikey.Proxy, apikey.Digest(k.Secret))
 	})
 	// Cut every listening connection, and deactivate the key while no
@@ -85,14 +73,14 @@ func TestKeyCacheFlushesWhenItMayHaveMissedNotifications(t *testing.T) {
 		WHERE datname = current_database() AND query ILIKE 'listen%' AND pid <> pg_backend_pid()`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the cache to notice", func() bool { return !c.Listening() })
+	poll(t, 5*time.Second, "the cache to notice", func() bool { return !c.Listening() })
 	off := false
 	if _, err := store.UpdateKey(ctx, u.ID, apikey.Proxy, k.ID, db.KeyUpdate{Active: &off}); err != nil {
 		t.Fatal(err)
 	}
 	// Once the listener is back the cache starts afresh, well before the
 	// entry's own expiry (10 s) would end it.
-	eventually(t, 5*time.Second, "the listener to reconnect", c.Listening)
+	poll(t, 5*time.Second, "the listener to reconnect", c.Listening)
 	if active(c, k.Secret) {
 		t.Fatal("after reconnecting, the cache took a key deactivated while it was not listening")
 	}
@@ -144,7 +132,7 @@ func TestKeyUsesAreWrittenInBatches(t *testing.T) {
 // made-up keys cannot fill memory.
 func TestKeyCacheForgetsUnknownKeys(t *testing.T) {
 	c := newCache(t)
-	eventually(t, 10*time.Second, "the cache to listen", c.Listening)
+	poll(t, 10*time.Second, "the cache to listen", c.Listening)
 	made, err := apikey.Generate(apikey.Proxy)
 	if err != nil {
 		t.Fatal(err)
@@ -156,5 +144,5 @@ func TestKeyCacheForgetsUnknownKeys(t *testing.T) {
 	if !c.Cached(apikey.Proxy, digest) {
 		t.Fatal("an unknown key was not remembered")
 	}
-	eventually(t, 10*time.Second, "the unknown key to be swept", func() bool { return !c.Cached(apikey.Proxy, digest) })
+	poll(t, 10*time.Second, "the unknown key to be swept", func() bool { return !c.Cached(apikey.Proxy, digest) })
 }

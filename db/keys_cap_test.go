@@ -132,11 +132,7 @@ func lockWaits(raw *sql.DB) (n int) {
 // waitForLockWaits polls until want connections wait for a lock.
 func waitForLockWaits(t *testing.T, raw *sql.DB, want int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); lockWaits(raw) < want; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections wait for a lock; want %d", lockWaits(raw), want)
-		}
-	}
+	poll(t, 10*time.Second, fmt.Sprintf("%d connections to wait for a lock", want), func() bool { return lockWaits(raw) >= want })
 }
 
 // TestKeyCapAcrossStores: stores on one database, as replicas are, share no

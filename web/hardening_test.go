@@ -67,7 +67,7 @@ func TestProbes(t *testing.T) {
 }
 
 // A body larger than the account routes take is refused however it is
-// sent, and a small one still works on the same connection afterwards.
+// sent, chunked too (no Content-Length to refuse it by).
 func TestSmallBodiesOutsideInference(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
