@@ -139,16 +139,6 @@ func Load(getenv func(string) string) (Config, error) {
 		{"UPSTREAM_CONNECT_TIMEOUT", &cfg.UpstreamConnect, 5 * time.Second},
 		{"UPSTREAM_FIRST_BYTE_TIMEOUT", &cfg.UpstreamFirstByte, 60 * time.Second},
 		{"UPSTREAM_IDLE_TIMEOUT", &cfg.UpstreamIdle, 60 * time.Second},
-	} {
-		if err := duration(getenv, d.name, d.dst, d.def); err != nil {
-			return Config{}, err
-		}
-	}
-	for _, d := range []struct {
-		name string
-		dst  *time.Duration
-		def  time.Duration
-	}{
 		{"DATABASE_STATEMENT_TIMEOUT", &cfg.StatementTimeout, 5 * time.Second},
 		{"DATABASE_POOL_WAIT", &cfg.DatabasePoolWait, time.Second},
 		{"DATABASE_START_WAIT", &cfg.DatabaseStartWait, time.Minute},

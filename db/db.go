@@ -59,7 +59,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
 	dsn := withSessionSettings(cfg.URL, cfg)
 	authSize := max(2, cfg.MaxConns/5)
-	s := &Store{cfg: cfg, now: time.Now, MaxKeys: 1000, SignupsPerHour: defaultSignupsPerHour, keyCaches: &keyCaches{}}
+	s := &Store{cfg: cfg, now: time.Now, keyCaches: &keyCaches{}} // unset limits take their defaults where they are read
 	s.meter = newMeter(s)
 	var err error
 	if s.db, err = newPool(dsn, max(2, cfg.MaxConns-authSize), cfg.PoolWait); err != nil {
@@ -95,9 +95,7 @@ func (s *Store) Close() error {
 // Ready reports whether the database answers now, on a new connection.
 func (s *Store) Ready(ctx context.Context) error {
 	if err := s.probe.PingContext(ctx); err != nil {
-		e := *ErrUnavailable
-		e.Cause = err
-		return &e
+		return unavailable(err)
 	}
 	return nil
 }

@@ -88,16 +88,8 @@ func (s *Store) derive(k IdempotencyKey) (digest, seal []byte, err error) {
 	if len(s.idempotencySecret) == 0 {
 		return nil, nil, errors.New("db: idempotency keys need WithIdempotencySecret")
 	}
-	mac := func(purpose string) []byte {
-		m := hmac.New(sha256.New, s.idempotencySecret)
-		for _, part := range []string{purpose, k.Scope} {
-			m.Write([]byte(part))
-			m.Write([]byte{0})
-		}
-		m.Write([]byte(k.Value))
-		return m.Sum(nil)
-	}
-	return mac("digest"), mac("seal"), nil
+	data := []byte(k.Scope + "\x00" + k.Value)
+	return mac(s.idempotencySecret, "digest", data), mac(s.idempotencySecret, "seal", data), nil
 }
 
 // ClaimIdempotencyKey starts a request with a key. The first request with it

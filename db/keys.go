@@ -540,8 +540,8 @@ func (s *Store) RecordKeyUse(ctx context.Context, k Key) error {
 	}
 	_, err := s.db.ExecContext(ctx, `
 		UPDATE api_keys SET last_used_at = now()
-		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
-		k.ID, int64(lastUsedEvery.Seconds()))
+		WHERE id = $1 AND user_id = $3 AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
+		k.ID, int64(lastUsedEvery.Seconds()), k.UserID)
 	return err
 }
 

@@ -128,13 +128,10 @@ type Meter struct {
 func newMeter(s *Store) *Meter {
 	raw := make([]byte, 16)
 	rand.Read(raw)
-	return &Meter{LeaseTTL: DefaultLeaseTTL, s: s, replica: hex.EncodeToString(raw),
+	return &Meter{s: s, replica: hex.EncodeToString(raw),
 		accounts: map[int64]*meterAccount{},
 		kick:     make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
-
-// Replica is this meter's id in the leases table.
-func (m *Meter) Replica() string { return m.replica }
 
 func (m *Meter) ttl() time.Duration {
 	if m.LeaseTTL > 0 {
@@ -831,6 +828,16 @@ func (m *Meter) syncAll(ctx context.Context, force bool) error {
 	return m.syncEach(ctx, todo, force)
 }
 
+// Tracks says whether the meter still keeps anything of the account: a
+// lease, a request in flight, usage to write. Once it does not, nothing
+// more is written for the account until its next request.
+func (m *Meter) Tracks(userID int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.accounts[userID]
+	return ok
+}
+
 // Close writes everything queued and returns every lease with nothing in
 // flight; call it once the HTTP server has drained. Requests admitted after
 // it are refused; a request still in flight is written when it finishes.
@@ -1300,33 +1307,27 @@ func (s *Store) releaseExpiredLeases(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, l := range expired {
-		var amount money.USD
-		err := s.withTx(ctx, func(tx *sqlx.Tx) error {
-			// The lease row first, as its owner locks it: a lease renewed
-			// meanwhile is no longer expired and stays.
-			err := tx.GetContext(ctx, &amount, `
-				DELETE FROM leases WHERE replica = $1 AND user_id = $2 AND key_id = $3 AND expires_at <= $4 RETURNING amount`,
-				l.Replica, l.UserID, l.KeyID, now)
-			if isNoRows(err) {
-				amount = -1
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if l.KeyID == 0 {
-				_, err = tx.ExecContext(ctx, `UPDATE balances SET held = held - $2 WHERE user_id = $1`, l.UserID, amount)
-			} else {
-				_, err = tx.ExecContext(ctx, `UPDATE api_keys SET held = held - $3 WHERE id = $1 AND user_id = $2`, l.KeyID, l.UserID, amount)
-			}
-			return err
-		})
+		// One statement: the lease row first, as its owner locks it (a
+		// lease renewed meanwhile is no longer expired and stays), then
+		// what it held comes off the balance or the key, in SQL.
+		var released int
+		err := s.db.GetContext(ctx, &released, `
+			WITH gone AS (
+				DELETE FROM leases WHERE replica = $1 AND user_id = $2 AND key_id = $3 AND expires_at <= $4
+				RETURNING user_id, key_id, amount
+			), balance AS (
+				UPDATE balances b SET held = b.held - g.amount FROM gone g
+				WHERE g.key_id = 0 AND b.user_id = g.user_id
+			), key AS (
+				UPDATE api_keys k SET held = k.held - g.amount FROM gone g
+				WHERE g.key_id <> 0 AND k.id = g.key_id AND k.user_id = g.user_id
+			)
+			SELECT count(*) FROM gone`,
+			l.Replica, l.UserID, l.KeyID, now)
 		if err != nil {
 			return n, err
 		}
-		if amount >= 0 {
-			n++
-		}
+		n += released
 	}
 	return n, nil
 }

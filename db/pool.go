@@ -95,19 +95,28 @@ func (p *pool) acquire(ctx context.Context) error {
 	case <-t.C:
 		return ErrBusy
 	case <-ctx.Done():
-		return p.check(ctx.Err())
+		return unavailable(ctx.Err())
 	}
 }
 
 func (p *pool) release() { <-p.slots }
 
-// check classifies a query's error.
+// check classifies a query's error. Only a lost connection closes the
+// idle ones, which may be as dead: a timeout or a cancelled request says
+// nothing about them.
 func (p *pool) check(err error) error {
 	if err == nil || !isOutage(err) {
 		return err
 	}
-	p.db.SetMaxIdleConns(0) // closes the idle connections
-	p.db.SetMaxIdleConns(p.idle)
+	if connLost(err) {
+		p.db.SetMaxIdleConns(0) // closes the idle connections
+		p.db.SetMaxIdleConns(p.idle)
+	}
+	return unavailable(err)
+}
+
+// unavailable is ErrUnavailable caused by err.
+func unavailable(err error) error {
 	e := *ErrUnavailable
 	e.Cause = err
 	return &e
@@ -175,9 +184,22 @@ func isOutage(err error) bool {
 		}
 		return false
 	}
+	return connLost(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// connLost tells that the connection itself failed: the server went away
+// (shut down, class 08) or the network between did.
+func connLost(err error) bool {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code {
+		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return pqErr.Code.Class() == "08"
+	}
 	var netErr net.Error
 	return errors.As(err, &netErr) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
