@@ -34,13 +34,3 @@ func (c *KeyCache) Cached(kind apikey.Kind, digest []byte) bool {
 	_, ok := c.entries[cacheKey{kind, [32]byte(digest)}]
 	return ok
 }
-
-// Tracks says whether the meter still keeps anything of the account: a
-// lease, a request in flight, usage to write. Once it does not, nothing
-// more is written for the account until its next request.
-func (m *Meter) Tracks(userID int64) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.accounts[userID]
-	return ok
-}

@@ -401,7 +401,7 @@ func newResetApp(t testing.TB, opts ...Option) *resetApp {
 	t.Helper()
 	a := &resetApp{log: &logBuffer{}}
 	s := store.WithClock(func() time.Time { return time.Now().Add(time.Duration(a.shift.Load())) })
-	a.App = New(testCfg, s, builtinCatalog, slog.New(slog.NewJSONHandler(a.log, nil)), opts...)
+	a.App = newApp(t, testCfg, s, builtinCatalog, slog.New(slog.NewJSONHandler(a.log, nil)), opts...)
 	return a
 }
 

@@ -58,6 +58,16 @@ func testApp() *fiber.App {
 	return app
 }
 
+// newApp is New that shuts the app down when the test ends, closing its key
+// cache's listening connection: tests run many times over (-count) would
+// otherwise use up PostgreSQL's connections.
+func newApp(t testing.TB, cfg config.Config, s *db.Store, catalog *gateway.Catalog, log *slog.Logger, opts ...Option) *fiber.App {
+	t.Helper()
+	a := New(cfg, s, catalog, log, opts...)
+	t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
+	return a
+}
+
 // sharedAddrStore is the store for apps whose requests all come from one
 // address, run after run (a loopback port, which the browser tests use, or
 // app.Test without X-Forwarded-For): sign-ups per address are not limited.
@@ -641,7 +651,7 @@ func TestHealthzWithoutDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	a := New(testCfg, s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := newApp(t, testCfg, s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	res, _ := a.Test(httptest.NewRequest("GET", "/healthz", nil))
 	raw, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 503 || !strings.Contains(string(raw), `"code":"database_unavailable"`) {
@@ -652,7 +662,7 @@ func TestHealthzWithoutDatabase(t *testing.T) {
 func TestNoSecretInLogs(t *testing.T) {
 	var logs strings.Builder
 	var mu sync.Mutex
-	a := New(testCfg, sharedAddrStore(), builtinCatalog, slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil)))
+	a := newApp(t, testCfg, sharedAddrStore(), builtinCatalog, slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil)))
 	send := func(method, path, auth, body string) map[string]any {
 		req := httptest.NewRequest(method, path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -769,7 +779,7 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // graceful shutdown, then lets the request finish: it must succeed, not fail
 // with its database work cancelled because shutdown had begun.
 func TestShutdownDrainsInFlightRequests(t *testing.T) {
-	a := New(testCfg, sharedAddrStore(), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := newApp(t, testCfg, sharedAddrStore(), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

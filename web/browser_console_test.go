@@ -54,8 +54,7 @@ func consoleApp(t *testing.T, change func(*config.Config)) *fiber.App {
 	if change != nil {
 		change(&cfg)
 	}
-	a := New(cfg, sharedAddrStore(), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
+	a := newApp(t, cfg, sharedAddrStore(), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return a
 }
 

@@ -229,8 +229,7 @@ func TestIdempotencyKeyExpires(t *testing.T) {
 	const body = `{"name": "Daily"}`
 	first := expect(t, idemPost(t, testApp(), "/api/keys", mk, "daily-1", body), 201)
 	at := func(d time.Duration) *fiber.App {
-		a := New(testCfg, store.WithClock(func() time.Time { return time.Now().Add(d) }), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
+		a := newApp(t, testCfg, store.WithClock(func() time.Time { return time.Now().Add(d) }), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return a
 	}
 	if r := expect(t, idemPost(t, at(23*time.Hour), "/api/keys", mk, "daily-1", body), 201); r.raw != first.raw {
@@ -258,8 +257,7 @@ func TestIdempotencyTableHoldsNoSecret(t *testing.T) {
 	if err := s.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	a := New(testCfg, s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
+	a := newApp(t, testCfg, s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	creds := fmt.Sprintf(`{"email": %q, "password": "hunter2hunter2"}`, dbtest.Email("idem"))
 	expect(t, idemPost(t, a, "/api/auth/signup", "", "", creds), 201)
@@ -791,8 +789,7 @@ func TestCreateFormWaitsForTheFirst(t *testing.T) {
 		}
 		return time.Now()
 	}
-	a := New(testCfg, store.WithClock(clock), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
+	a := newApp(t, testCfg, store.WithClock(clock), builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	answer := make(chan page, 1)
 	go func() {
 		answer <- b.doOn(a, "POST", "/dashboard/keys", url.Values{"name": {"Second"}, "form_token": {tok}}, false)

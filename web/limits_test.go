@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/PuerkitoBio/goquery"
 	"github.com/gofiber/fiber/v2"
@@ -24,8 +23,7 @@ func limitedApp(t testing.TB, writesPerMinute, maxKeys int) *fiber.App {
 	cfg.KeyWritesPerMinute = writesPerMinute
 	s := *store
 	s.MaxKeys = maxKeys
-	a := New(cfg, &s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(func() { a.ShutdownWithTimeout(5 * time.Second) })
+	a := newApp(t, cfg, &s, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return a
 }
 

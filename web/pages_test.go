@@ -344,7 +344,7 @@ func TestSessionCookieAttributes(t *testing.T) {
 	if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure || c.MaxAge != int((12*time.Hour).Seconds()) {
 		t.Fatalf("cookie %+v", c)
 	}
-	prod := New(config.Config{Secret: testCfg.Secret, Production: true}, store, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	prod := newApp(t, config.Config{Secret: testCfg.Secret, Production: true}, store, builtinCatalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	res, _ := prod.Test(httptest.NewRequest("GET", "/signin", nil))
 	if cookies := res.Cookies(); len(cookies) != 1 || !cookies[0].Secure {
 		t.Fatalf("production cookie %+v", cookies)
