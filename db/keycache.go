@@ -52,6 +52,7 @@ type KeyCache struct {
 
 	listener *pq.Listener
 	stop     chan struct{}
+	closing  sync.Once // Close may be called more than once
 	done     sync.WaitGroup
 }
 
@@ -312,12 +313,15 @@ func (c *KeyCache) WriteUses(ctx context.Context) error {
 	return err
 }
 
-// Close stops listening and writes the key uses still in memory.
+// Close stops listening and writes the key uses still in memory; calling
+// it again only writes what is left.
 func (c *KeyCache) Close(ctx context.Context) error {
-	c.store.keyCaches.remove(c)
-	close(c.stop)
-	c.live.Store(false)
-	c.listener.Close() // ends a Listen still waiting for a connection
+	c.closing.Do(func() {
+		c.store.keyCaches.remove(c)
+		close(c.stop)
+		c.live.Store(false)
+		c.listener.Close() // ends a Listen still waiting for a connection
+	})
 	c.done.Wait()
 	return c.WriteUses(ctx)
 }
