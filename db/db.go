@@ -59,7 +59,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
 	dsn := withSessionSettings(cfg.URL, cfg)
 	authSize := max(2, cfg.MaxConns/5)
-	s := &Store{cfg: cfg, now: time.Now, keyCaches: &keyCaches{}} // unset limits take their defaults where they are read
+	s := &Store{cfg: cfg, now: time.Now, MaxKeys: defaultMaxKeys, SignupsPerHour: defaultSignupsPerHour, keyCaches: &keyCaches{}}
 	s.meter = newMeter(s)
 	var err error
 	if s.db, err = newPool(dsn, max(2, cfg.MaxConns-authSize), cfg.PoolWait); err != nil {
