@@ -5,6 +5,7 @@ package gateway
 // the client sent, numbers included, reaches the upstream unchanged.
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 )
@@ -22,8 +23,10 @@ func scanObject(data []byte, i int) (members []member, closing int) {
 	i = skipSpace(data, i+1)
 	for data[i] != '}' {
 		keyEnd := skipString(data, i)
-		var name string
-		_ = json.Unmarshal(data[i:keyEnd], &name) // a valid JSON string: escapes such as "mod\u0065l" decoded
+		name := string(data[i+1 : keyEnd-1])
+		if bytes.IndexByte(data[i:keyEnd], '\\') >= 0 {
+			_ = json.Unmarshal(data[i:keyEnd], &name) // a valid JSON string: escapes such as "mod\u0065l" decoded
+		}
 		start := skipSpace(data, skipSpace(data, keyEnd)+1)
 		end := skipValue(data, start)
 		members = append(members, member{name: name, start: start, end: end})
@@ -33,6 +36,19 @@ func scanObject(data []byte, i int) (members []member, closing int) {
 		}
 	}
 	return members, i
+}
+
+// scanArray lists where the elements of the array that begins at data[i]
+// begin.
+func scanArray(data []byte, i int) (starts []int) {
+	for i = skipSpace(data, i+1); data[i] != ']'; {
+		starts = append(starts, i)
+		i = skipSpace(data, skipValue(data, i))
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
+	}
+	return starts
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

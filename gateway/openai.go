@@ -94,6 +94,9 @@ func (p *openAI) Send(ctx context.Context, req Request) (*Response, error) {
 
 // retryAfter reads a Retry-After in seconds; dates are rare from APIs and ignored.
 func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
 	s, err := strconv.Atoi(v)
 	if err != nil || s <= 0 {
 		return 0

@@ -122,15 +122,14 @@ func (c *Call) readChat(o object) ([]edit, error) {
 	if !present {
 		return nil, errs.InvalidField("messages", "missing_field", `"messages" is required: send the conversation, like [{"role": "user", "content": "Hello"}].`)
 	}
-	var list []json.RawMessage
-	if err := json.Unmarshal(messages, &list); err != nil {
+	if messages[0] != '[' {
 		return nil, errs.InvalidField("messages", "invalid_type", `"messages" must be an array of messages, like [{"role": "user", "content": "Hello"}].`)
 	}
-	if len(list) == 0 {
+	if messages[skipSpace(messages, 1)] == ']' {
 		return nil, errs.InvalidField("messages", "invalid_value", `"messages" must hold at least one message.`)
 	}
-	for _, m := range list {
-		if m[0] != '{' {
+	for _, m := range scanArray(messages, 0) {
+		if messages[m] != '{' {
 			return nil, errs.InvalidField("messages", "invalid_type", `Each message must be an object, like {"role": "user", "content": "Hello"}.`)
 		}
 	}

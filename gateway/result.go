@@ -63,30 +63,34 @@ func (c *Call) Read(resp *Response, limit int64) (Result, error) {
 			Message: fmt.Sprintf("The model provider's answer is over %d bytes. Ask for less.", limit)}
 	}
 	r := Result{Status: StatusCompleted, Produced: true, Body: body}
-	// Decoded apart, so that an odd "choices" cannot hide the usage.
+	// A member of the wrong type is skipped and the others still decoded,
+	// so that an odd "choices" cannot hide the usage.
 	var metered struct {
-		Usage *upstreamUsage `json:"usage"`
-	}
-	var answer struct {
+		Usage   *upstreamUsage `json:"usage"`
 		Choices []struct {
-			Message      output `json:"message"`
 			FinishReason string `json:"finish_reason"`
 		} `json:"choices"`
 	}
 	_ = json.Unmarshal(body, &metered)
-	_ = json.Unmarshal(body, &answer)
-	var produced tally
-	for i, choice := range answer.Choices {
-		choice.Message.count(&produced)
-		if i == 0 {
-			r.FinishReason = choice.FinishReason
-		}
+	if len(metered.Choices) > 0 {
+		r.FinishReason = metered.Choices[0].FinishReason
 	}
 	if metered.Usage != nil {
 		r.Usage = metered.Usage.usage()
-	} else {
-		r.Usage = Usage{Input: c.InputTokens, Output: produced.tokens(), Estimated: true}
+		return r, nil
 	}
+	// No usage: the output is estimated from the text of every choice.
+	var answer struct {
+		Choices []struct {
+			Message output `json:"message"`
+		} `json:"choices"`
+	}
+	_ = json.Unmarshal(body, &answer)
+	var produced tally
+	for _, choice := range answer.Choices {
+		choice.Message.count(&produced)
+	}
+	r.Usage = Usage{Input: c.InputTokens, Output: produced.tokens(), Estimated: true}
 	return r, nil
 }
 
