@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -32,12 +34,8 @@ import (
 // the path without the query and no headers, so no credential reaches a log.
 func logRequests(logLine func(*request.Info, string, string, int), trusted []netip.Prefix) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		raw := make([]byte, 8)
-		rand.Read(raw)
-		info := &request.Info{ID: hex.EncodeToString(raw), ClientIP: clientIP(c, trusted), Start: time.Now()}
-		// Fiber reuses c once the handler returns: a stream logs from copies.
-		method, path := strings.Clone(c.Method()), strings.Clone(c.Path())
-		request.Attach(c, info, func(status int) { logLine(info, method, path, status) })
+		info := &request.Info{ID: newRequestID(), ClientIP: clientIP(c, trusted), Start: time.Now()}
+		request.Attach(c, info, logLine)
 		c.Set(fiber.HeaderXRequestID, info.ID)
 		c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 		if err := c.Next(); err != nil {
@@ -51,6 +49,28 @@ func logRequests(logLine func(*request.Info, string, string, int), trusted []net
 		}
 		return nil
 	}
+}
+
+// Request ids are this process's random prefix and a count: unique across
+// replicas and restarts without reading randomness per request.
+var (
+	requestPrefix = func() string {
+		raw := make([]byte, 5)
+		rand.Read(raw)
+		return hex.EncodeToString(raw)
+	}()
+	requests atomic.Uint64
+)
+
+// newRequestID is 20 hexadecimal digits: the prefix, then the count.
+func newRequestID() string {
+	b := make([]byte, 0, 20)
+	b = append(b, requestPrefix...)
+	n := requests.Add(1)
+	for shift := 36; shift >= 0; shift -= 4 {
+		b = append(b, "0123456789abcdef"[n>>shift&0xf])
+	}
+	return string(b)
 }
 
 // requestLog logs a request's line through log or, when lines is set,
@@ -110,12 +130,48 @@ func appendJSONString(b []byte, s string) []byte {
 // its own context.
 func deadline(d time.Duration) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		defer cancel()
+		ctx := &lazyDeadline{at: time.Now().Add(d)}
+		defer ctx.end()
 		c.SetUserContext(ctx)
 		return c.Next()
 	}
 }
+
+// lazyDeadline is context.WithDeadline whose timer starts only when
+// something waits on it (a query, an upstream call): a request answered from
+// memory, such as /v1/models on a cached key, costs no timer.
+type lazyDeadline struct {
+	at   time.Time
+	once sync.Once
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+// cancelled is the context of a lazyDeadline whose request has ended
+// before anything waited on it.
+var cancelled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+func (l *lazyDeadline) start() context.Context {
+	l.once.Do(func() { l.ctx, l.stop = context.WithDeadline(context.Background(), l.at) })
+	return l.ctx
+}
+
+// end cancels the context when the handler returns.
+func (l *lazyDeadline) end() {
+	l.once.Do(func() { l.ctx = cancelled })
+	if l.stop != nil {
+		l.stop()
+	}
+}
+
+func (l *lazyDeadline) Deadline() (time.Time, bool) { return l.at, true }
+func (l *lazyDeadline) Done() <-chan struct{}       { return l.start().Done() }
+func (l *lazyDeadline) Err() error                  { return l.start().Err() }
+func (l *lazyDeadline) Value(any) any               { return nil }
 
 // recoverPanics turns a panic into an internal error, logged by the error
 // handler with the request id.

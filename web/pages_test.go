@@ -412,7 +412,7 @@ func (failingSessions) SignOut(*fiber.Ctx, bool) error   { return nil }
 func TestSignUpWhoseSignInFailsSaysTheAccountExists(t *testing.T) {
 	app := fiber.New()
 	app.Use(func(c *fiber.Ctx) error {
-		request.Attach(c, &request.Info{ClientIP: newAddr()}, func(int) {})
+		request.Attach(c, &request.Info{ClientIP: newAddr()}, nil)
 		return c.Next()
 	})
 	app.Post("/signup", (&handlers.AuthPages{Store: sharedAddrStore(), Sessions: failingSessions{}}).SignUp)

@@ -5,6 +5,7 @@
 package request
 
 import (
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -26,16 +27,18 @@ type Info struct {
 	Email     string // the signed-in account's email (dashboard only)
 	CSRF      string // the browser session's CSRF token (dashboard only)
 
-	// finish logs the request; a streamed answer calls it when it ends.
-	finish   func(status int)
-	streamed bool
+	// log writes the request's line; Finish calls it once. method and path
+	// are Fiber's own until the handler returns, copies once streamed.
+	log          func(info *Info, method, path string, status int)
+	method, path string
+	streamed     bool
 }
 
 type localKey struct{}
 
-// Attach gives c a fresh Info; finish is called once with the status sent.
-func Attach(c *fiber.Ctx, info *Info, finish func(status int)) {
-	info.finish = finish
+// Attach gives c a fresh Info; log is called once, by Finish.
+func Attach(c *fiber.Ctx, info *Info, log func(info *Info, method, path string, status int)) {
+	info.log, info.method, info.path = log, c.Method(), c.Path()
 	c.Locals(localKey{}, info)
 }
 
@@ -59,6 +62,8 @@ func ClientIP(c *fiber.Ctx) string { return Get(c).ClientIP }
 func Stream(c *fiber.Ctx) (done func(status int)) {
 	info := Get(c)
 	info.streamed = true
+	// Fiber reuses c once the handler returns; the stream logs later.
+	info.method, info.path = strings.Clone(info.method), strings.Clone(info.path)
 	return info.Finish
 }
 
@@ -67,8 +72,8 @@ func (i *Info) Streamed() bool { return i.streamed }
 
 // Finish logs the request once.
 func (i *Info) Finish(status int) {
-	if f := i.finish; f != nil {
-		i.finish = nil
-		f(status)
+	if log := i.log; log != nil {
+		i.log = nil
+		log(i, i.method, i.path, status)
 	}
 }
