@@ -15,6 +15,7 @@ import (
 	"modelswitch/errs"
 	"modelswitch/views"
 	"modelswitch/web/request"
+	"modelswitch/web/session/csrf"
 )
 
 // render writes a templ component as the HTML answer.
@@ -41,7 +42,7 @@ func Redirect(c *fiber.Ctx, path string) error {
 func newPage(c *fiber.Ctx, title, nav string) views.Page {
 	info := request.Get(c)
 	balance, _ := c.Locals(balanceKey{}).(string)
-	return views.Page{Title: title, CSRF: info.CSRF, Email: info.Email, Balance: balance, Nav: nav}
+	return views.Page{Title: title, CSRF: csrf.Mask(info.CSRF), Email: info.Email, Balance: balance, Nav: nav}
 }
 
 type balanceKey struct{}

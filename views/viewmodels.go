@@ -11,7 +11,9 @@ import (
 
 // Page is what every page's layout needs.
 type Page struct {
-	Title   string
+	Title string
+	// CSRF is the session's CSRF token masked for this page (csrf.Mask):
+	// the same on every form of one page, never the same on two pages.
 	CSRF    string
 	Email   string // the signed-in account; empty on the sign-in pages
 	Balance string // the account's balance, "$4.999972"; empty when signed out

@@ -48,7 +48,7 @@ func rows() []KeyRow {
 }
 
 func TestKeysPageRows(t *testing.T) {
-	doc := renderDoc(t, KeysView(KeysPage{Page: Page{Title: "API Keys", CSRF: csrfToken, Email: "a@example.com", Nav: "keys"}, Section: proxySection, Rows: rows(),
+	doc := renderDoc(t, KeysView(KeysPage{Page: Page{Title: "API Keys", CSRF: csrf.Mask(csrfToken), Email: "a@example.com", Nav: "keys"}, Section: proxySection, Rows: rows(),
 		List: KeyList{Sort: "created", Page: 1, Pages: 1, Total: 2, First: 1, Any: true}}))
 	if n := byTestID(doc, "key-row").Length(); n != 2 {
 		t.Fatalf("%d rows", n)
