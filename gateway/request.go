@@ -40,8 +40,10 @@ var interpreted = map[Endpoint][]string{
 }
 
 // Prepare validates a client's request body for endpoint and prepares it for
-// its model. Failures are *errs.Error: 400 naming the parameter at fault, or
-// 404 model_not_found.
+// its model. The call keeps a copy of what it forwards, never body itself, so
+// body may be reused once Prepare returns (Fiber reuses a request's buffer,
+// and a stream outlives its handler). Failures are *errs.Error: 400 naming
+// the parameter at fault, or 404 model_not_found.
 func (c *Catalog) Prepare(endpoint Endpoint, body []byte) (*Call, error) {
 	names, ok := interpreted[endpoint]
 	if !ok {

@@ -271,3 +271,20 @@ func FuzzPrepare(f *testing.F) {
 		}
 	})
 }
+
+// TestPrepareKeepsNoReferenceToTheBody: Fiber reuses a request's buffer once
+// its handler returns, while a stream still forwards the call's body.
+func TestPrepareKeepsNoReferenceToTheBody(t *testing.T) {
+	body := []byte(`{"model":"test/gpt","messages":[{"role":"user","content":"Hello"}],"stream":true}`)
+	call, err := testCatalog(t).Prepare(ChatCompletions, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := string(call.Body)
+	for i := range body {
+		body[i] = ' '
+	}
+	if string(call.Body) != want {
+		t.Fatalf("the call's body changed with the request's: %s", call.Body)
+	}
+}

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -119,9 +118,7 @@ func (h *Inference) Embeddings(c *fiber.Ctx) error { return h.forward(c, gateway
 // error keeps its status; then it charges what was produced. A request that
 // fails before any output is produced costs nothing.
 func (h *Inference) forward(c *fiber.Ctx, endpoint gateway.Endpoint) error {
-	// Fiber reuses the request's buffer once the handler returns; a stream
-	// outlives it.
-	call, err := h.Catalog.Prepare(endpoint, bytes.Clone(c.Body()))
+	call, err := h.Catalog.Prepare(endpoint, c.Body())
 	if err != nil {
 		return err
 	}
