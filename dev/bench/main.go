@@ -4,11 +4,13 @@
 //   - authenticated GET /v1/models beside a bare Fiber app serving the same
 //     body (wrk);
 //   - non-streamed chat completions through the gateway, metered and
-//     limited, beside the fake upstream called directly (wrk), and the
-//     ledger checked exact afterwards;
+//     limited, beside the fake upstream called directly and through a bare
+//     Fiber proxy (wrk), and the ledger checked exact afterwards; then the
+//     same with an upstream that takes 20 ms to answer;
 //   - how long a key deleted on one replica is still taken by another
 //     (200 tries);
-//   - the API Keys page with 1,000 keys, in server time.
+//   - the API Keys page with 1,000 keys, in server time, compressed as a
+//     browser asks.
 //
 // It builds the server and dev/fakeupstream, starts two replicas, the
 // upstream and the bare app as processes of their own, on DATABASE_URL or,
@@ -42,13 +44,22 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"modelswitch/dev/embedpg"
 )
 
+// slowUpstream is how long the second fake upstream takes to answer: closer
+// to a real provider, whose answers take from a few hundred milliseconds.
+const slowUpstream = 20 * time.Millisecond
+
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "-bare" {
 		serveBare(os.Args[2])
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "-bare-proxy" {
+		serveBareProxy(os.Args[2])
 		return
 	}
 	duration := flag.Duration("duration", 10*time.Second, "each wrk run")
@@ -92,9 +103,11 @@ type bench struct {
 	email    string
 
 	bare, models, upstream, gateway wrkResult
+	proxy                           wrkResult // a bare Fiber proxy to the upstream
+	slowUpstream, slowGateway       wrkResult // the same through an upstream that takes slowUpstream to answer
 	lags                            []time.Duration
 	pageTimes                       [2][]float64 // the first page, the last
-	pageBytes                       [2]int
+	pageBytes, pageBrotli           [2]int
 	ledger                          string
 }
 
@@ -136,12 +149,14 @@ func (b *bench) run() error {
 			return err
 		}
 	}
-	upAddr := freeAddr()
+	upAddr, slowAddr := freeAddr(), freeAddr()
 	b.start(nil, upstream, "-addr", upAddr)
+	b.start(nil, upstream, "-addr", slowAddr, "-delay", slowUpstream.String())
 	models := filepath.Join(b.dir, "models.yaml")
 	os.WriteFile(models, []byte(fmt.Sprintf(`models:
   - {id: fake/model, provider: openai, base_url: "http://%s/v1", input_price: 0.15, output_price: 0.6, max_output_tokens: 1000}
-`, upAddr)), 0o644)
+  - {id: fake/slow, provider: openai, base_url: "http://%s/v1", input_price: 0.15, output_price: 0.6, max_output_tokens: 1000}
+`, upAddr, slowAddr)), 0o644)
 	env := []string{"DATABASE_URL=" + dbURL, "MODELS_FILE=" + models, "SIGNUP_CREDITS=1000000",
 		"SECRET_KEY=bench-secret-bench-secret-bench-secret", "KEY_WRITES_PER_MINUTE=1000000", "MAX_KEYS_PER_ACCOUNT=100000", "SIGNUPS_PER_HOUR=100000"}
 	aAddr, bAddr := freeAddr(), freeAddr()
@@ -149,7 +164,7 @@ func (b *bench) run() error {
 	b.a, b.b = "http://"+aAddr, "http://"+bAddr
 	b.startReplica(server, env, aAddr, b.logA)
 	b.startReplica(server, env, bAddr, io.Discard)
-	for _, u := range []string{b.a, b.b, "http://" + upAddr} {
+	for _, u := range []string{b.a, b.b, "http://" + upAddr, "http://" + slowAddr} {
 		if err := waitUp(u); err != nil {
 			return err
 		}
@@ -187,8 +202,16 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"` + model + `","messages":[{"role":"user","content":"Say hello."}]}'
 `
 	}
-	log.Print("wrk: POST /v1/chat/completions, the upstream directly then through the gateway")
+	log.Print("wrk: POST /v1/chat/completions, the upstream directly, through a bare proxy, then through the gateway")
 	if b.upstream, err = b.wrk("http://"+upAddr+"/v1/chat/completions", chat("model")); err != nil {
+		return err
+	}
+	proxyAddr := freeAddr()
+	b.start([]string{"BARE_ADDR=" + proxyAddr}, self, "-bare-proxy", upAddr)
+	if err := waitUp("http://" + proxyAddr); err != nil {
+		return err
+	}
+	if b.proxy, err = b.wrk("http://"+proxyAddr+"/v1/chat/completions", chat("model")); err != nil {
 		return err
 	}
 	before, err := b.balance()
@@ -203,6 +226,13 @@ wrk.body = '{"model":"` + model + `","messages":[{"role":"user","content":"Say h
 		return err
 	}
 	if b.ledger, err = b.checkLedger(before, entriesBefore); err != nil {
+		return err
+	}
+	log.Printf("wrk: the same with an upstream that takes %v to answer", slowUpstream)
+	if b.slowUpstream, err = b.wrk("http://"+slowAddr+"/v1/chat/completions", chat("model")); err != nil {
+		return err
+	}
+	if b.slowGateway, err = b.wrk(b.a+"/v1/chat/completions", chat("fake/slow")); err != nil {
 		return err
 	}
 
@@ -462,20 +492,37 @@ func (b *bench) keysPage(n int) error {
 		return err
 	}
 	res.Body.Close()
+	get := func(path, accept, encoding string) ([]byte, error) {
+		req, _ := http.NewRequest("GET", b.a+path, nil)
+		req.Header.Set("Accept-Encoding", accept)
+		res, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 || res.Header.Get("Content-Encoding") != encoding {
+			return nil, fmt.Errorf("API Keys page %s: %d %q", path, res.StatusCode, res.Header.Get("Content-Encoding"))
+		}
+		return body, nil
+	}
 	// The page shows 50 keys at a time: the first page and the last.
 	for i, page := range []struct{ query, name string }{{"", "page 998"}, {"?page=20", "page 0"}} {
+		body, err := get("/dashboard/keys"+page.query, "identity", "")
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(body, []byte(page.name)) {
+			return fmt.Errorf("API Keys page%s: %d bytes, without its keys", page.query, len(body))
+		}
+		b.pageBytes[i] = len(body)
 		b.logA.start()
 		for range 50 {
-			res, err := c.Get(b.a + "/dashboard/keys" + page.query)
-			if err != nil {
+			// As Chromium asks; it gets brotli.
+			if body, err = get("/dashboard/keys"+page.query, "gzip, deflate, br, zstd", "br"); err != nil {
 				return err
 			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode != 200 || !bytes.Contains(body, []byte(page.name)) {
-				return fmt.Errorf("API Keys page%s: %d, %d bytes, without its keys", page.query, res.StatusCode, len(body))
-			}
-			b.pageBytes[i] = len(body)
+			b.pageBrotli[i] = len(body)
 		}
 		time.Sleep(200 * time.Millisecond) // the last log lines
 		for _, line := range strings.Split(b.logA.stop(), "\n") {
@@ -537,14 +584,19 @@ func (b *bench) report() string {
 	fmt.Fprintf(&w, "                      ModelSwitch  %9.0f req/s  p50 %8s  p99 %8s  = %s of bare Fiber, non-2xx %d\n",
 		b.models.rps, b.models.p50, b.models.p99, ratio(b.models.rps, b.bare.rps), b.models.non2xx)
 	fmt.Fprintf(&w, "chat completions      upstream     %9.0f req/s  p50 %8s  p99 %8s\n", b.upstream.rps, b.upstream.p50, b.upstream.p99)
-	fmt.Fprintf(&w, "                      gateway      %9.0f req/s  p50 %8s  p99 %8s  = %s of the upstream, non-2xx %d\n",
-		b.gateway.rps, b.gateway.p50, b.gateway.p99, ratio(b.gateway.rps, b.upstream.rps), b.gateway.non2xx)
+	fmt.Fprintf(&w, "                      bare proxy   %9.0f req/s  p50 %8s  p99 %8s  = %s of the upstream, non-2xx %d\n",
+		b.proxy.rps, b.proxy.p50, b.proxy.p99, ratio(b.proxy.rps, b.upstream.rps), b.proxy.non2xx)
+	fmt.Fprintf(&w, "                      gateway      %9.0f req/s  p50 %8s  p99 %8s  = %s of the upstream, %s of the bare proxy, non-2xx %d\n",
+		b.gateway.rps, b.gateway.p50, b.gateway.p99, ratio(b.gateway.rps, b.upstream.rps), ratio(b.gateway.rps, b.proxy.rps), b.gateway.non2xx)
 	fmt.Fprintf(&w, "                      ledger       %s\n", b.ledger)
+	fmt.Fprintf(&w, "upstream taking %-5s upstream     %9.0f req/s  p50 %8s  p99 %8s\n", slowUpstream, b.slowUpstream.rps, b.slowUpstream.p50, b.slowUpstream.p99)
+	fmt.Fprintf(&w, "                      gateway      %9.0f req/s  p50 %8s  p99 %8s  = %s of the upstream, non-2xx %d\n",
+		b.slowGateway.rps, b.slowGateway.p50, b.slowGateway.p99, ratio(b.slowGateway.rps, b.slowUpstream.rps), b.slowGateway.non2xx)
 	fmt.Fprintf(&w, "revocation lag        %d tries     p50 %v  p99 %v  max %v\n", len(b.lags),
 		pct(b.lags, 0.5).Round(time.Microsecond), pct(b.lags, 0.99).Round(time.Microsecond), b.lags[len(b.lags)-1].Round(time.Microsecond))
 	for i, which := range []string{"first", "last"} {
-		fmt.Fprintf(&w, "API Keys page         1,000 keys, %-5s page of 50: server time p50 %.2f ms  p90 %.2f ms  (%d KiB)\n",
-			which, pct(b.pageTimes[i], 0.5), pct(b.pageTimes[i], 0.9), b.pageBytes[i]>>10)
+		fmt.Fprintf(&w, "API Keys page         1,000 keys, %-5s page of 50: server time p50 %.2f ms  p90 %.2f ms  (%d KiB, %d KiB in brotli)\n",
+			which, pct(b.pageTimes[i], 0.5), pct(b.pageTimes[i], 0.9), b.pageBytes[i]>>10, b.pageBrotli[i]>>10)
 	}
 	return w.String()
 }
@@ -575,6 +627,31 @@ func serveBare(bodyFile string) {
 	app.Get("/v1/models", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(body)
+	})
+	app.Get("/livez", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	log.Fatal(app.Listen(os.Getenv("BARE_ADDR")))
+}
+
+// serveBareProxy is the gateway's ceiling: a Fiber app with no middleware
+// that forwards POST /v1/chat/completions to upstream with fasthttp's
+// client, the fastest on this stack, and answers with what came back. No
+// proxy can do less per request.
+func serveBareProxy(upstream string) {
+	client := &fasthttp.HostClient{Addr: upstream, MaxConns: 1024}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Post("/v1/chat/completions", func(c *fiber.Ctx) error {
+		req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(res)
+		req.Header.SetMethod(fiber.MethodPost)
+		req.SetRequestURI("http://" + upstream + "/v1/chat/completions")
+		req.Header.SetContentType(fiber.MIMEApplicationJSON)
+		req.SetBody(c.Body())
+		if err := client.Do(req, res); err != nil {
+			return err
+		}
+		c.Set(fiber.HeaderContentType, string(res.Header.ContentType()))
+		return c.Status(res.StatusCode()).Send(res.Body())
 	})
 	app.Get("/livez", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	log.Fatal(app.Listen(os.Getenv("BARE_ADDR")))

@@ -1,10 +1,11 @@
 // Command fakeupstream is an OpenAI-compatible server that answers at once,
 // for measuring the gateway against an upstream of known speed:
 //
-//	fakeupstream -addr 127.0.0.1:9100
+//	fakeupstream -addr 127.0.0.1:9100 [-delay 20ms]
 //
 // POST /v1/chat/completions answers a fixed completion with usage, streamed
-// (ten content chunks and a usage chunk) when the request says "stream": true.
+// (ten content chunks and a usage chunk) when the request says "stream": true,
+// after delay.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"time"
 )
 
 const completion = `{"id":"chatcmpl-fake","object":"chat.completion","created":1,"model":"fake","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the fake upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}`
@@ -23,9 +25,11 @@ const usageChunk = "data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9100", "address to listen on")
+	delay := flag.Duration("delay", 0, "how long to wait before answering")
 	flag.Parse()
 	http.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		time.Sleep(*delay) // a model at work
 		if !bytes.Contains(body, []byte(`"stream":true`)) && !bytes.Contains(body, []byte(`"stream": true`)) {
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, completion)
