@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"time"
 
 	"modelswitch/db/apikey"
 
@@ -18,6 +19,12 @@ func (s *Store) Exec(ctx context.Context, query string, args ...any) error {
 		_, err := tx.ExecContext(ctx, query, args...)
 		return err
 	})
+}
+
+// SessionLastSeen is when the session was last marked as seen.
+func (s *Store) SessionLastSeen(ctx context.Context, id string) (at time.Time, err error) {
+	err = s.db.GetContext(ctx, &at, `SELECT last_seen_at FROM sessions WHERE id = $1`, id)
+	return at, err
 }
 
 // PendingUses is how many key uses wait to be written.

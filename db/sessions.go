@@ -39,6 +39,11 @@ func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionTyp
 	return sess, err
 }
 
+// SessionSeenEvery is how stale a session's last sight may grow before a
+// request writes it again: most page views then write nothing, and an idle
+// session ends at most this much later than its idle timeout.
+const SessionSeenEvery = time.Minute
+
 // TouchSession returns the user of a live session and marks it as seen.
 // A session unseen for longer than idle (when idle > 0), past its expiry or
 // deleted has ended.
@@ -46,11 +51,17 @@ func (s *Store) TouchSession(ctx context.Context, id string, kind SessionType, i
 	var userID int64
 	var err error
 	if idle > 0 {
+		// The UPDATE matches no row while the last sight is fresh, and a
+		// transaction that changed nothing commits without waiting for the WAL.
 		err = s.auth.GetContext(ctx, &userID, `
-			UPDATE sessions SET last_seen_at = now()
-			WHERE id = $1 AND kind = $2 AND expires_at > now()
-			  AND last_seen_at > now() - make_interval(secs => $3)
-			RETURNING user_id`, id, kind, int64(idle.Seconds()))
+			WITH live AS (
+				SELECT user_id, last_seen_at FROM sessions
+				WHERE id = $1 AND kind = $2 AND expires_at > now()
+				  AND last_seen_at > now() - make_interval(secs => $3)),
+			seen AS (
+				UPDATE sessions SET last_seen_at = now() FROM live
+				WHERE sessions.id = $1 AND live.last_seen_at < now() - make_interval(secs => $4))
+			SELECT user_id FROM live`, id, kind, int64(idle.Seconds()), int64(SessionSeenEvery.Seconds()))
 	} else {
 		err = s.auth.GetContext(ctx, &userID,
 			`SELECT user_id FROM sessions WHERE id = $1 AND kind = $2 AND expires_at > now()`, id, kind)

@@ -331,6 +331,46 @@ func TestConcurrentCreatesAndDeletes(t *testing.T) {
 	}
 }
 
+// TestSessionSeenWithoutAWritePerRequest: a browser session is marked as
+// seen only once its last sight is SessionSeenEvery old, and still ends once
+// idle for longer than its idle timeout.
+func TestSessionSeenWithoutAWritePerRequest(t *testing.T) {
+	u := newUser(t)
+	s := createSession(t, u.ID, db.BrowserSession, time.Hour)
+	seenAgo := func(d time.Duration) time.Time {
+		t.Helper()
+		if err := store.Exec(ctx, `UPDATE sessions SET last_seen_at = now() - make_interval(secs => $2) WHERE id = $1`, s.ID, d.Seconds()); err != nil {
+			t.Fatal(err)
+		}
+		at, err := store.SessionLastSeen(ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	touch := func() time.Time {
+		t.Helper()
+		if id, err := store.TouchSession(ctx, s.ID, db.BrowserSession, time.Hour); err != nil || id != u.ID {
+			t.Fatalf("live session: %d %v", id, err)
+		}
+		at, err := store.SessionLastSeen(ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	if before := seenAgo(db.SessionSeenEvery / 2); !touch().Equal(before) {
+		t.Fatal("a session seen recently was written again")
+	}
+	if before := seenAgo(db.SessionSeenEvery + time.Second); !touch().After(before.Add(db.SessionSeenEvery)) {
+		t.Fatal("a session not seen for a while was not marked as seen")
+	}
+	seenAgo(time.Hour + time.Second)
+	if _, err := store.TouchSession(ctx, s.ID, db.BrowserSession, time.Hour); err != db.ErrSessionEnded {
+		t.Fatalf("a session idle for longer than its timeout: %v", err)
+	}
+}
+
 func TestSessions(t *testing.T) {
 	u := newUser(t)
 	s, err := store.CreateSession(ctx, u.ID, db.APISession, time.Hour)
