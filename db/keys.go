@@ -365,12 +365,15 @@ func (s *Store) ListKeysQuery(ctx context.Context, userID int64, kind apikey.Kin
 	if m := identityRE.FindStringSubmatch(q.Search); m != nil {
 		prefix, hint = m[1]+"xxxx", m[2]
 	}
-	query := `
-		SELECT ` + keyColumns + `, count(*) OVER () AS total FROM api_keys
-		WHERE user_id = $2 AND kind = $3 AND ($4 = ''
+	const matches = `user_id = $2 AND kind = $3 AND ($4 = ''
 			OR strpos(lower(name), lower($4)) > 0
 			OR starts_with(prefix, $4) OR starts_with(substr(prefix, 4), $4)
-			OR hint = $4 OR (prefix = $5 AND hint = $6))
+			OR hint = $4 OR (prefix = $5 AND hint = $6))`
+	// The total is counted apart, so that only the page's own rows are
+	// read in full: a window count read every match.
+	query := `
+		SELECT ` + keyColumns + `, (SELECT count(*) FROM api_keys WHERE ` + matches + `) AS total
+		FROM api_keys WHERE ` + matches + `
 		` + keyOrders[q.Sort] + `
 		LIMIT $7 OFFSET $8`
 	now := s.now()
