@@ -206,13 +206,17 @@ func connLost(err error) bool {
 }
 
 // withSessionSettings adds the store's timeouts to a connection string as
-// run-time parameters, unless the operator set them there already.
+// run-time parameters, unless the operator set them there already, and
+// lib/pq's binary_parameters: a query with parameters then costs one round
+// trip instead of two (parse, then bind), and []byte parameters (key
+// digests) are sent as bytea.
 func withSessionSettings(dsn string, cfg Config) string {
 	settings := map[string]string{
 		"statement_timeout": strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10),
 		"lock_timeout":      strconv.FormatInt(cfg.LockTimeout.Milliseconds(), 10),
 		"connect_timeout":   "5",
 		"application_name":  "modelswitch",
+		"binary_parameters": "yes",
 	}
 	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		q := u.Query()
