@@ -95,10 +95,14 @@ func rowID(r KeyRow) string { return "key-" + strconv.FormatInt(r.ID, 10) }
 // actionID is the id of a row's button or pop-over summary: "key-7-rename".
 func actionID(r KeyRow, action string) string { return rowID(r) + "-" + action }
 
-// rowAction is where a row's form posts: the key's path, then the list's
-// search, sort and page, so that the answer shows the same list.
-func rowAction(p KeysPage, r KeyRow, suffix string) string {
-	return withQuery(rowPath(p.Section, r)+suffix, p.List.values(p.List.Page))
+// rowURLs are where a row's forms post: the key's path, then query, the
+// list's search, sort and page, so that the answer shows the same list.
+// They are built once a row (and query once a page), not once a form.
+type rowURLs struct{ key, limits, expiry, delete string }
+
+func newRowURLs(p KeysPage, r KeyRow, query string) rowURLs {
+	path := rowPath(p.Section, r)
+	return rowURLs{path + query, path + "/limits" + query, path + "/expiry" + query, path + "/delete" + query}
 }
 
 // values is the list at page n as a query, leaving out the defaults.
