@@ -8,6 +8,9 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"modelswitch/db"
+	"modelswitch/db/money"
 )
 
 // BenchmarkModels is the router's own work on an authenticated
@@ -38,6 +41,36 @@ func benchmarkGet(b *testing.B, app *fiber.App, path, auth string) {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	addr := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 40000}
+	var ctx fasthttp.RequestCtx
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Init(&req, addr, nil)
+		handler(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}
+
+// BenchmarkChat is the router's own work on a metered chat completion,
+// without the network: the built-in echo model answers in memory, so what
+// is measured is reading the request, admitting it against the account's
+// lease, metering the answer and logging.
+func BenchmarkChat(b *testing.B) {
+	jwt, email := signupWithEmail(b)
+	if _, _, err := store.AddCredits(b.Context(), email, db.Credit{Amount: 1000 * money.Dollar}); err != nil {
+		b.Fatal(err)
+	}
+	_, key := proxyKey(b, billingKey(b, jwt))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	handler := newApp(b, testCfg, store, builtinCatalog, log, WithRequestLines(io.Discard)).Handler()
+	var req fasthttp.Request
+	req.SetRequestURI("/v1/chat/completions")
+	req.Header.SetMethod(fiber.MethodPost)
+	req.Header.SetContentType(fiber.MIMEApplicationJSON)
+	req.Header.Set("Authorization", key)
+	req.SetBodyString(`{"model":"modelswitch/echo","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}`)
 	addr := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 40000}
 	var ctx fasthttp.RequestCtx
 	b.ReportAllocs()
