@@ -56,7 +56,8 @@ func SessionHandle(id string) string {
 }
 
 // ListSessions returns the account's live sessions, browser and API, most
-// recently seen first. A browser session unseen for browserIdle has ended.
+// recently seen first. A browser session unseen for browserIdle (and the
+// lag of its stored sight, SessionSeenEvery) has ended.
 func (s *Store) ListSessions(ctx context.Context, userID int64, browserIdle time.Duration) ([]SessionInfo, error) {
 	list := []SessionInfo{}
 	err := s.auth.SelectContext(ctx, &list, `
@@ -64,7 +65,7 @@ func (s *Store) ListSessions(ctx context.Context, userID int64, browserIdle time
 		FROM sessions
 		WHERE user_id = $1 AND expires_at > now()
 		  AND (kind <> 'browser' OR last_seen_at > now() - make_interval(secs => $2))
-		ORDER BY last_seen_at DESC, created_at DESC`, userID, int64(browserIdle.Seconds()))
+		ORDER BY last_seen_at DESC, created_at DESC`, userID, int64((browserIdle + SessionSeenEvery).Seconds()))
 	return list, err
 }
 

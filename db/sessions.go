@@ -40,8 +40,9 @@ func (s *Store) CreateSession(ctx context.Context, userID int64, kind SessionTyp
 }
 
 // SessionSeenEvery is how stale a session's last sight may grow before a
-// request writes it again: most page views then write nothing, and an idle
-// session ends at most this much later than its idle timeout.
+// request writes it again: most page views then write nothing. The stored
+// sight may lag the last request by this much, so a session ends between
+// its idle timeout and this much later, never before.
 const SessionSeenEvery = time.Minute
 
 // TouchSession returns the user of a live session and marks it as seen.
@@ -57,7 +58,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, kind SessionType, i
 			WITH live AS (
 				SELECT user_id, last_seen_at FROM sessions
 				WHERE id = $1 AND kind = $2 AND expires_at > now()
-				  AND last_seen_at > now() - make_interval(secs => $3)),
+				  AND last_seen_at > now() - make_interval(secs => $3::bigint + $4::bigint)),
 			seen AS (
 				UPDATE sessions SET last_seen_at = now() FROM live
 				WHERE sessions.id = $1 AND live.last_seen_at < now() - make_interval(secs => $4))
