@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 	"time"
 
@@ -49,5 +50,28 @@ func TestDeadline(t *testing.T) {
 	}
 	if !errors.Is(idle.Err(), context.Canceled) {
 		t.Errorf("after the handler: %v", idle.Err())
+	}
+}
+
+// TestDeadlineChildren: database/sql derives a context from the request's
+// for every query; deriving one starts no goroutine, and each ends with it.
+func TestDeadlineChildren(t *testing.T) {
+	parent := &lazyDeadline{at: time.Now().Add(time.Minute)}
+	before := runtime.NumGoroutine()
+	var children []context.Context
+	for range 100 {
+		child, cancel := context.WithCancel(parent)
+		defer cancel()
+		children = append(children, child)
+	}
+	if n := runtime.NumGoroutine() - before; n > 50 {
+		t.Fatalf("%d goroutines for 100 derived contexts", n)
+	}
+	parent.end()
+	for _, child := range children {
+		<-child.Done()
+		if !errors.Is(child.Err(), context.Canceled) {
+			t.Fatalf("a derived context ended with %v", child.Err())
+		}
 	}
 }

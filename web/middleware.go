@@ -3,18 +3,18 @@ package web
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -51,26 +51,13 @@ func logRequests(logLine func(*request.Info, string, string, int), trusted []net
 	}
 }
 
-// Request ids are this process's random prefix and a count: unique across
-// replicas and restarts without reading randomness per request.
-var (
-	requestPrefix = func() string {
-		raw := make([]byte, 5)
-		rand.Read(raw)
-		return hex.EncodeToString(raw)
-	}()
-	requests atomic.Uint64
-)
-
-// newRequestID is 20 hexadecimal digits: the prefix, then the count.
+// newRequestID is 16 random hexadecimal digits, from math/rand/v2's
+// generator (ChaCha8, seeded from the system): no system call per request,
+// and nothing a client could count requests or replicas by.
 func newRequestID() string {
-	b := make([]byte, 0, 20)
-	b = append(b, requestPrefix...)
-	n := requests.Add(1)
-	for shift := 36; shift >= 0; shift -= 4 {
-		b = append(b, "0123456789abcdef"[n>>shift&0xf])
-	}
-	return string(b)
+	var raw [8]byte
+	binary.LittleEndian.PutUint64(raw[:], rand.Uint64())
+	return hex.EncodeToString(raw[:])
 }
 
 // requestLog logs a request's line through log or, when lines is set,
@@ -78,6 +65,9 @@ func newRequestID() string {
 func requestLog(log *slog.Logger, lines io.Writer) func(info *request.Info, method, path string, status int) {
 	if lines == nil {
 		return func(info *request.Info, method, path string, status int) {
+			// A handler may keep the record: method and path may be
+			// Fiber's reused memory (request.Info).
+			method, path = strings.Clone(method), strings.Clone(path)
 			log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.String("request_id", info.ID),
 				slog.String("method", method), slog.String("path", path), slog.Int("status", status),
 				slog.Float64("duration_ms", durationMS(info.Start)), slog.String("ip", info.ClientIP))
@@ -167,6 +157,11 @@ func (l *lazyDeadline) end() {
 		l.stop()
 	}
 }
+
+// AfterFunc lets contexts derived from this one (database/sql derives one
+// for every query) follow it without a goroutine each: the context package
+// watches a parent it does not know with a goroutine, unless it has this.
+func (l *lazyDeadline) AfterFunc(f func()) (stop func() bool) { return context.AfterFunc(l.start(), f) }
 
 func (l *lazyDeadline) Deadline() (time.Time, bool) { return l.at, true }
 func (l *lazyDeadline) Done() <-chan struct{}       { return l.start().Done() }
