@@ -651,7 +651,9 @@ func serveBareProxy(upstream string) {
 			return err
 		}
 		c.Set(fiber.HeaderContentType, string(res.Header.ContentType()))
-		return c.Status(res.StatusCode()).Send(res.Body())
+		// Copied: res and its body go back to fasthttp's pool on return.
+		c.Response().SetBody(res.Body())
+		return c.SendStatus(res.StatusCode())
 	})
 	app.Get("/livez", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	log.Fatal(app.Listen(os.Getenv("BARE_ADDR")))
