@@ -155,11 +155,11 @@ func passwordCard(p SettingsPage) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = field("current_password", "current-password", "Current password", "password", "", p.Password.Error("current_password"), templ.Attributes{"autocomplete": "current-password", "required": true}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("current_password", "current-password", "Current password", "password", "", p.Password.Error("current_password"), input{autocomplete: "current-password", required: true}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = field("new_password", "new-password", "New password", "password", "", p.Password.Error("new_password"), templ.Attributes{"autocomplete": "new-password", "required": true, "minlength": "8", "maxlength": "256"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("new_password", "new-password", "New password", "password", "", p.Password.Error("new_password"), input{autocomplete: "new-password", required: true, minLength: 8, maxLength: 256}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -493,7 +493,7 @@ func deleteCard(p SettingsPage) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = field("email", "delete-email", "Email address", "text", p.Delete.Value("email"), p.Delete.Error("email"), templ.Attributes{"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false", "required": true, "data-testid": "delete-email"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("email", "delete-email", "Email address", "text", p.Delete.Value("email"), p.Delete.Error("email"), input{autocomplete: "off", required: true, testID: "delete-email", plainText: true}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -576,7 +576,7 @@ func ForgotView(p ForgotPage) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = field("email", "email", "Email", "email", p.Form.Value("email"), p.Form.Error("email"), templ.Attributes{"autocomplete": "email", "required": true}).Render(ctx, templ_7745c5c3_Buffer)
+				templ_7745c5c3_Err = field("email", "email", "Email", "email", p.Form.Value("email"), p.Form.Error("email"), input{autocomplete: "email", required: true}).Render(ctx, templ_7745c5c3_Buffer)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -669,7 +669,7 @@ func ResetView(p ResetPage) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = field("password", "password", "New password", "password", "", p.Form.Error("password"), templ.Attributes{"autocomplete": "new-password", "required": true, "minlength": "8", "maxlength": "256"}).Render(ctx, templ_7745c5c3_Buffer)
+				templ_7745c5c3_Err = field("password", "password", "New password", "password", "", p.Form.Error("password"), input{autocomplete: "new-password", required: true, minLength: 8, maxLength: 256}).Render(ctx, templ_7745c5c3_Buffer)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}

@@ -122,12 +122,12 @@ func AuthView(p AuthPage) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = field("email", "email", "Email", "email", p.Form.Value("email"), p.Form.Error("email"), templ.Attributes{"autocomplete": "email", "required": true}).Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = field("email", "email", "Email", "email", p.Form.Value("email"), p.Form.Error("email"), input{autocomplete: "email", required: true}).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			if p.SignUp {
-				templ_7745c5c3_Err = field("password", "password", "Password", "password", "", p.Form.Error("password"), templ.Attributes{"autocomplete": "new-password", "required": true, "minlength": "8", "maxlength": "256"}).Render(ctx, templ_7745c5c3_Buffer)
+				templ_7745c5c3_Err = field("password", "password", "Password", "password", "", p.Form.Error("password"), input{autocomplete: "new-password", required: true, minLength: 8, maxLength: 256}).Render(ctx, templ_7745c5c3_Buffer)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -159,7 +159,7 @@ func AuthView(p AuthPage) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = field("password", "password", "Password", "password", "", p.Form.Error("password"), templ.Attributes{"autocomplete": "current-password", "required": true}).Render(ctx, templ_7745c5c3_Buffer)
+				templ_7745c5c3_Err = field("password", "password", "Password", "password", "", p.Form.Error("password"), input{autocomplete: "current-password", required: true}).Render(ctx, templ_7745c5c3_Buffer)
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}

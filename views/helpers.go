@@ -213,3 +213,11 @@ func expiryError(r KeyRow) string {
 	}
 	return ""
 }
+
+// input holds the optional attributes of a field's input.
+type input struct {
+	autocomplete, placeholder, inputMode, describedBy, testID string
+	minLength, maxLength                                      int
+	required                                                  bool
+	plainText                                                 bool // no autocapitalize, no spellcheck: an email typed to confirm
+}

@@ -225,7 +225,7 @@ func CreateForm(k KeySection, f Form, csrf string, oob bool) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = field("name", "key-name", "Name", "text", f.Value("name"), f.Error("name"), templ.Attributes{"maxlength": "100", "required": true, "placeholder": "Production", "autocomplete": "off"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("name", "key-name", "Name", "text", f.Value("name"), f.Error("name"), input{maxLength: 100, required: true, placeholder: "Production", autocomplete: "off"}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -233,7 +233,7 @@ func CreateForm(k KeySection, f Form, csrf string, oob bool) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = field("expires_at", "key-expires", "Expires (optional)", "date", f.Value("expires_at"), f.Error("expires_at"), templ.Attributes{"aria-describedby": "key-expires-hint"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("expires_at", "key-expires", "Expires (optional)", "date", f.Value("expires_at"), f.Error("expires_at"), input{describedBy: "key-expires-hint"}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -282,7 +282,7 @@ func limitFields(id string, f Form) templ.Component {
 		}
 		ctx = templ.InitializeContext(ctx)
 		ctx = templ.ClearChildren(ctx)
-		templ_7745c5c3_Err = field("limit", id+"-limit", "Spend limit (USD)", "text", f.Value("limit"), f.Error("limit"), templ.Attributes{"inputmode": "decimal", "placeholder": "No limit", "autocomplete": "off", "data-testid": "limit-input"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("limit", id+"-limit", "Spend limit (USD)", "text", f.Value("limit"), f.Error("limit"), input{inputMode: "decimal", placeholder: "No limit", autocomplete: "off", testID: "limit-input"}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -425,7 +425,7 @@ func limitFields(id string, f Form) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = field("models", id+"-models", "Allowed models", "text", f.Value("models"), f.Error("models"), templ.Attributes{"placeholder": "All models", "autocomplete": "off", "data-testid": "models-input", "aria-describedby": id + "-models-hint"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = field("models", id+"-models", "Allowed models", "text", f.Value("models"), f.Error("models"), input{placeholder: "All models", autocomplete: "off", testID: "models-input", describedBy: id + "-models-hint"}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -1751,7 +1751,7 @@ func rowActions(p KeysPage, r KeyRow, u rowURLs) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = field("expires_at", "expiry-"+strconv.FormatInt(r.ID, 10), "Last day “"+r.Name+"” works", "date", expiryValue(r), expiryError(r), templ.Attributes{"data-testid": "expiry-input"}).Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = field("expires_at", "expiry-"+strconv.FormatInt(r.ID, 10), "Last day “"+r.Name+"” works", "date", expiryValue(r), expiryError(r), input{testID: "expiry-input"}).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -1821,7 +1821,7 @@ func rowActions(p KeysPage, r KeyRow, u rowURLs) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = field("name", "rename-"+strconv.FormatInt(r.ID, 10), "New name for “"+r.Name+"”", "text", renameValue(r), renameError(r), templ.Attributes{"maxlength": "100", "required": true, "data-testid": "rename-input", "autocomplete": "off"}).Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = field("name", "rename-"+strconv.FormatInt(r.ID, 10), "New name for “"+r.Name+"”", "text", renameValue(r), renameError(r), input{maxLength: 100, required: true, testID: "rename-input", autocomplete: "off"}).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
