@@ -54,6 +54,7 @@ fuzz: bin/withpg
 	$(GO) test ./db/apikey -run '^$$' -fuzz FuzzParse -fuzztime 20s
 	$(GO) test ./handlers -run '^$$' -fuzz FuzzDecodeKeyRequests -fuzztime 20s
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzPrepare -fuzztime 20s
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzRead -fuzztime 20s
 
 # Builds and starts two replicas, the fake upstream and a bare Fiber app,
 # and prints each figure beside its baseline (needs wrk); then the Go

@@ -20,22 +20,47 @@ type member struct {
 // scanObject lists the members of the object that begins at data[i] and
 // returns the index of its closing brace.
 func scanObject(data []byte, i int) (members []member, closing int) {
+	closing = eachMember(data, i, func(key []byte, start, end int) {
+		members = append(members, member{name: jsonString(key), start: start, end: end})
+	})
+	return members, closing
+}
+
+// eachMember calls f with each member of the object that begins at data[i],
+// in order: its key as sent (quotes included) and its value's bounds. It
+// returns the index of the closing brace.
+func eachMember(data []byte, i int, f func(key []byte, start, end int)) (closing int) {
 	i = skipSpace(data, i+1)
 	for data[i] != '}' {
 		keyEnd := skipString(data, i)
-		name := string(data[i+1 : keyEnd-1])
-		if bytes.IndexByte(data[i:keyEnd], '\\') >= 0 {
-			_ = json.Unmarshal(data[i:keyEnd], &name) // a valid JSON string: escapes such as "mod\u0065l" decoded
-		}
 		start := skipSpace(data, skipSpace(data, keyEnd)+1)
 		end := skipValue(data, start)
-		members = append(members, member{name: name, start: start, end: end})
+		f(data[i:keyEnd], start, end)
 		i = skipSpace(data, end)
 		if data[i] == ',' {
 			i = skipSpace(data, i+1)
 		}
 	}
-	return members, i
+	return i
+}
+
+// jsonString is the text of a valid JSON string, escapes such as
+// "mod\u0065l" decoded.
+func jsonString(raw []byte) string {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1])
+	}
+	var s string
+	_ = json.Unmarshal(raw, &s)
+	return s
+}
+
+// keyIs reports whether a key as sent (quotes included) is name.
+func keyIs(key []byte, name string) bool {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return string(key[1:len(key)-1]) == name
+	}
+	return jsonString(key) == name
 }
 
 // scanArray lists where the elements of the array that begins at data[i]

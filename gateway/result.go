@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -63,20 +64,10 @@ func (c *Call) Read(resp *Response, limit int64) (Result, error) {
 			Message: fmt.Sprintf("The model provider's answer is over %d bytes. Ask for less.", limit)}
 	}
 	r := Result{Status: StatusCompleted, Produced: true, Body: body}
-	// A member of the wrong type is skipped and the others still decoded,
-	// so that an odd "choices" cannot hide the usage.
-	var metered struct {
-		Usage   *upstreamUsage `json:"usage"`
-		Choices []struct {
-			FinishReason string `json:"finish_reason"`
-		} `json:"choices"`
-	}
-	_ = json.Unmarshal(body, &metered)
-	if len(metered.Choices) > 0 {
-		r.FinishReason = metered.Choices[0].FinishReason
-	}
-	if metered.Usage != nil {
-		r.Usage = metered.Usage.usage()
+	usage, finishReason := meteredFields(body)
+	r.FinishReason = finishReason
+	if usage != nil {
+		r.Usage = usage.usage()
 		return r, nil
 	}
 	// No usage: the output is estimated from the text of every choice.
@@ -92,6 +83,57 @@ func (c *Call) Read(resp *Response, limit int64) (Result, error) {
 	}
 	r.Usage = Usage{Input: c.InputTokens, Output: produced.tokens(), Estimated: true}
 	return r, nil
+}
+
+// meteredFields reads an answer's usage and its first choice's finish
+// reason, and nothing else: the answer is scanned, not decoded. Each is read
+// on its own, so that an odd "choices" cannot hide the usage; a member of the
+// wrong shape counts as absent, a count that is not a whole number as 0.
+func meteredFields(body []byte) (usage *upstreamUsage, finishReason string) {
+	start := skipSpace(body, 0)
+	if !json.Valid(body) || body[start] != '{' {
+		return nil, ""
+	}
+	eachMember(body, start, func(key []byte, vs, ve int) { // the last of a name sent twice wins, as in encoding/json
+		v := body[vs:ve]
+		switch {
+		case keyIs(key, "usage"):
+			usage = nil
+			if v[0] == '{' {
+				usage = &upstreamUsage{}
+				eachMember(v, 0, func(key []byte, s, e int) {
+					switch {
+					case keyIs(key, "prompt_tokens"):
+						usage.PromptTokens = wholeNumber(v[s:e])
+					case keyIs(key, "completion_tokens"):
+						usage.CompletionTokens = wholeNumber(v[s:e])
+					}
+				})
+			}
+		case keyIs(key, "choices"):
+			finishReason = ""
+			if first := skipSpace(v, 1); v[0] == '[' && v[first] == '{' {
+				eachMember(v, first, func(key []byte, s, e int) {
+					if keyIs(key, "finish_reason") {
+						finishReason = ""
+						if v[s] == '"' {
+							finishReason = jsonString(v[s:e])
+						}
+					}
+				})
+			}
+		}
+	})
+	return usage, finishReason
+}
+
+// wholeNumber is a JSON number written as a whole number, else 0.
+func wholeNumber(raw []byte) int64 {
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // readError is what a failed read of an answer becomes.
