@@ -58,11 +58,11 @@ func (s *Store) TouchSession(ctx context.Context, id string, kind SessionType, i
 			WITH live AS (
 				SELECT user_id, last_seen_at FROM sessions
 				WHERE id = $1 AND kind = $2 AND expires_at > now()
-				  AND last_seen_at > now() - make_interval(secs => $3::bigint + $4::bigint)),
+				  AND last_seen_at > now() - make_interval(secs => $3)),
 			seen AS (
 				UPDATE sessions SET last_seen_at = now() FROM live
 				WHERE sessions.id = $1 AND live.last_seen_at < now() - make_interval(secs => $4))
-			SELECT user_id FROM live`, id, kind, int64(idle.Seconds()), int64(SessionSeenEvery.Seconds()))
+			SELECT user_id FROM live`, id, kind, int64((idle + SessionSeenEvery).Seconds()), int64(SessionSeenEvery.Seconds()))
 	} else {
 		err = s.auth.GetContext(ctx, &userID,
 			`SELECT user_id FROM sessions WHERE id = $1 AND kind = $2 AND expires_at > now()`, id, kind)

@@ -127,10 +127,11 @@ func (c *Call) readChat(o object) ([]edit, error) {
 	if messages[0] != '[' {
 		return nil, errs.InvalidField("messages", "invalid_type", `"messages" must be an array of messages, like [{"role": "user", "content": "Hello"}].`)
 	}
-	if messages[skipSpace(messages, 1)] == ']' {
+	list := scanArray(messages, 0)
+	if len(list) == 0 {
 		return nil, errs.InvalidField("messages", "invalid_value", `"messages" must hold at least one message.`)
 	}
-	for _, m := range scanArray(messages, 0) {
+	for _, m := range list {
 		if messages[m] != '{' {
 			return nil, errs.InvalidField("messages", "invalid_type", `Each message must be an object, like {"role": "user", "content": "Hello"}.`)
 		}

@@ -39,10 +39,14 @@ func Redirect(c *fiber.Ctx, path string) error {
 	return c.Redirect(path, fiber.StatusSeeOther)
 }
 
+// pageCSRF is the session's CSRF token masked for the page being rendered:
+// every form of one page carries the same mask, every page a new one.
+func pageCSRF(c *fiber.Ctx) string { return csrf.Mask(request.Get(c).CSRF) }
+
 func newPage(c *fiber.Ctx, title, nav string) views.Page {
 	info := request.Get(c)
 	balance, _ := c.Locals(balanceKey{}).(string)
-	return views.Page{Title: title, CSRF: csrf.Mask(info.CSRF), Email: info.Email, Balance: balance, Nav: nav}
+	return views.Page{Title: title, CSRF: pageCSRF(c), Email: info.Email, Balance: balance, Nav: nav}
 }
 
 type balanceKey struct{}

@@ -20,7 +20,6 @@ import (
 	"modelswitch/errs"
 	"modelswitch/views"
 	"modelswitch/web/request"
-	"modelswitch/web/session/csrf"
 )
 
 // KeysPages serves one kind of key in the dashboard: /dashboard/keys for
@@ -204,7 +203,7 @@ func (h *KeysPages) Create(c *fiber.Ctx) error {
 	if isHTMX(c) {
 		c.Set("HX-Retarget", "#create-form")
 		c.Set("HX-Reswap", "outerHTML")
-		return render(c, fiber.StatusUnprocessableEntity, views.CreateForm(sections[h.Kind], form, csrf.Mask(request.Get(c).CSRF), false))
+		return render(c, fiber.StatusUnprocessableEntity, views.CreateForm(sections[h.Kind], form, pageCSRF(c), false))
 	}
 	p, err := h.page(c, form, nil)
 	if err != nil {

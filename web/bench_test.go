@@ -25,7 +25,8 @@ func BenchmarkModels(b *testing.B) {
 }
 
 func BenchmarkModelsBareFiber(b *testing.B) {
-	body := call(b, "GET", "/v1/models", func() string { _, k := proxyKey(b, billingKey(b, signup(b))); return k }(), nil).raw
+	_, key := proxyKey(b, billingKey(b, signup(b)))
+	body := call(b, "GET", "/v1/models", key, nil).raw // the same bytes as ModelSwitch's
 	bare := fiber.New()
 	bare.Get("/v1/models", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)

@@ -49,9 +49,9 @@ import (
 	"modelswitch/dev/embedpg"
 )
 
-// slowUpstream is how long the second fake upstream takes to answer: closer
+// slowAnswer is how long the second fake upstream takes to answer: closer
 // to a real provider, whose answers take from a few hundred milliseconds.
-const slowUpstream = 20 * time.Millisecond
+const slowAnswer = 20 * time.Millisecond
 
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "-bare" {
@@ -104,7 +104,7 @@ type bench struct {
 
 	bare, models, upstream, gateway wrkResult
 	proxy                           wrkResult // a bare Fiber proxy to the upstream
-	slowUpstream, slowGateway       wrkResult // the same through an upstream that takes slowUpstream to answer
+	slowUpstream, slowGateway       wrkResult // the same through an upstream that takes slowAnswer
 	lags                            []time.Duration
 	pageTimes                       [2][]float64 // the first page, the last
 	pageBytes, pageBrotli           [2]int
@@ -151,7 +151,7 @@ func (b *bench) run() error {
 	}
 	upAddr, slowAddr := freeAddr(), freeAddr()
 	b.start(nil, upstream, "-addr", upAddr)
-	b.start(nil, upstream, "-addr", slowAddr, "-delay", slowUpstream.String())
+	b.start(nil, upstream, "-addr", slowAddr, "-delay", slowAnswer.String())
 	models := filepath.Join(b.dir, "models.yaml")
 	os.WriteFile(models, []byte(fmt.Sprintf(`models:
   - {id: fake/model, provider: openai, base_url: "http://%s/v1", input_price: 0.15, output_price: 0.6, max_output_tokens: 1000}
@@ -228,7 +228,7 @@ wrk.body = '{"model":"` + model + `","messages":[{"role":"user","content":"Say h
 	if b.ledger, err = b.checkLedger(before, entriesBefore); err != nil {
 		return err
 	}
-	log.Printf("wrk: the same with an upstream that takes %v to answer", slowUpstream)
+	log.Printf("wrk: the same with an upstream that takes %v to answer", slowAnswer)
 	if b.slowUpstream, err = b.wrk("http://"+slowAddr+"/v1/chat/completions", chat("model")); err != nil {
 		return err
 	}
@@ -589,7 +589,7 @@ func (b *bench) report() string {
 	fmt.Fprintf(&w, "                      gateway      %9.0f req/s  p50 %8s  p99 %8s  = %s of the upstream, %s of the bare proxy, non-2xx %d\n",
 		b.gateway.rps, b.gateway.p50, b.gateway.p99, ratio(b.gateway.rps, b.upstream.rps), ratio(b.gateway.rps, b.proxy.rps), b.gateway.non2xx)
 	fmt.Fprintf(&w, "                      ledger       %s\n", b.ledger)
-	fmt.Fprintf(&w, "upstream taking %-5s upstream     %9.0f req/s  p50 %8s  p99 %8s\n", slowUpstream, b.slowUpstream.rps, b.slowUpstream.p50, b.slowUpstream.p99)
+	fmt.Fprintf(&w, "upstream taking %-5s upstream     %9.0f req/s  p50 %8s  p99 %8s\n", slowAnswer, b.slowUpstream.rps, b.slowUpstream.p50, b.slowUpstream.p99)
 	fmt.Fprintf(&w, "                      gateway      %9.0f req/s  p50 %8s  p99 %8s  = %s of the upstream, non-2xx %d\n",
 		b.slowGateway.rps, b.slowGateway.p50, b.slowGateway.p99, ratio(b.slowGateway.rps, b.slowUpstream.rps), b.slowGateway.non2xx)
 	fmt.Fprintf(&w, "revocation lag        %d tries     p50 %v  p99 %v  max %v\n", len(b.lags),
