@@ -21,6 +21,18 @@ func (s *Store) Exec(ctx context.Context, query string, args ...any) error {
 	})
 }
 
+// URL is the store's database URL.
+func (s *Store) URL() string { return s.cfg.URL }
+
+// Count runs a query that returns one number.
+func (s *Store) Count(ctx context.Context, query string, args ...any) (n int, err error) {
+	err = s.db.GetContext(ctx, &n, query, args...)
+	return n, err
+}
+
+// Flush empties the cache, as a notification of a lost connection does.
+func (c *KeyCache) Flush() { c.flush() }
+
 // SessionLastSeen is when the session was last marked as seen.
 func (s *Store) SessionLastSeen(ctx context.Context, id string) (at time.Time, err error) {
 	err = s.db.GetContext(ctx, &at, `SELECT last_seen_at FROM sessions WHERE id = $1`, id)

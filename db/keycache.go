@@ -43,8 +43,14 @@ type KeyCache struct {
 
 	mu      sync.RWMutex
 	entries map[cacheKey]cacheEntry
-	gen     uint64 // moved by every invalidation, under mu
-	live    atomic.Bool
+	gen     uint64      // moved by every invalidation, under mu
+	live    atomic.Bool // connected && subscribed: entries may be used
+
+	// The listener's state, under stateMu: connected to PostgreSQL, and
+	// LISTENing on keyChannel there (pq records a channel asked for while
+	// it has no connection, and LISTENs on it once connected).
+	stateMu               sync.Mutex
+	connected, subscribed bool
 
 	usesMu   sync.Mutex
 	pending  map[int64]keyUse    // uses not written yet
@@ -98,31 +104,41 @@ func NewKeyCache(store *Store, listenURL string, log *slog.Logger) *KeyCache {
 	return c
 }
 
-// event follows the listener's connection: the cache is used only while
-// the listener is connected.
+// event follows the listener's connection. pq emits Connected and
+// Reconnected once its channels are listened to again on the new connection.
 func (c *KeyCache) event(ev pq.ListenerEventType, err error) {
 	switch ev {
-	case pq.ListenerEventReconnected: // its channels are listened to again
-		c.flush()
-		c.live.Store(true)
+	case pq.ListenerEventConnected, pq.ListenerEventReconnected:
+		c.setState(func() { c.connected = true })
 	case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:
-		if c.live.Swap(false) {
+		if c.live.Load() {
 			c.log.Warn("key cache: lost the notification connection; checking keys in the database", "error", err)
 		}
-		c.flush()
+		c.setState(func() { c.connected = false })
 	}
+}
+
+// setState changes the listener's state and with it whether the cache is
+// live: used only while connected and subscribed, and emptied at every
+// change, since notifications may have been missed meanwhile.
+func (c *KeyCache) setState(change func()) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	change()
+	c.live.Store(false)
+	c.flush()
+	c.live.Store(c.connected && c.subscribed)
 }
 
 func (c *KeyCache) listen() {
 	defer c.done.Done()
-	// Listen returns once the channel is listened to (it waits for a
-	// connection); only then can the cache be trusted.
+	// Without a connection, Listen only records the channel: the cache is
+	// live once the listener is connected too (event).
 	if err := c.listener.Listen(keyChannel); err != nil {
 		c.log.Error("key cache: cannot listen; checking every key in the database", "error", err)
 		return
 	}
-	c.flush()
-	c.live.Store(true)
+	c.setState(func() { c.subscribed = true })
 	for {
 		select {
 		case <-c.stop:
